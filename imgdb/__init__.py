@@ -1,0 +1,3 @@
+"""imgdb: a local, searchable, deduplicated, clustered image collection."""
+
+__version__ = "0.1.0"
