@@ -1,0 +1,173 @@
+"""Model spec (the JSON beside an ONNX file) and the onnxruntime embedder.
+
+A spec says how to turn RGB pixels into the model's input tensor::
+
+    {"name": "...", "file": "x.onnx", "sha256": "...",
+     "input": {"name": "input", "size": [224, 224], "layout": "NCHW", "color": "RGB",
+               "resize": "shorter-side", "crop_fraction": 0.875, "interpolation": "bicubic",
+               "mean": [127, 127, 127], "std": [128, 128, 128]},      # 0..255 pixel units
+     "output": {"name": "features", "dim": 1280}, "license": "...", "provenance": {...}}
+
+Vectors are kept per model ``key`` (name + sha256 prefix), so two models never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from .config import DEFAULT_MODEL, models_dir
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    sha256: str
+    input_name: str
+    size: tuple[int, int]  # (width, height)
+    layout: str
+    crop_fraction: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output_name: str | None
+    dim: int
+    license: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identifies the exact weights: vectors from different keys never mix."""
+        return f"{self.name}-{self.sha256[:12]}"
+
+    @property
+    def decode_target(self) -> tuple[int, int]:
+        """Smallest decoded size that still feeds the resize step at full quality."""
+        w, h = self.size
+        return (round(w / self.crop_fraction), round(h / self.crop_fraction))
+
+    @classmethod
+    def load(cls, model: str | Path | None = None) -> ModelSpec:
+        """Load a spec from a .json, or the .json beside a .onnx; None means the bundled model."""
+        path = Path(model) if model else models_dir() / f"{DEFAULT_MODEL}.json"
+        json_path = path if path.suffix == ".json" else path.with_suffix(".json")
+        if not json_path.exists():
+            raise ModelError(f"model spec not found: {json_path} (an ONNX model needs its JSON spec beside it)")
+        try:
+            raw = json.loads(json_path.read_text())
+            inp, out = raw["input"], raw["output"]
+            onnx_path = json_path.parent / raw.get("file", json_path.with_suffix(".onnx").name)
+            if path.suffix == ".onnx":
+                onnx_path = path
+            spec = cls(
+                name=str(raw["name"]),
+                path=onnx_path,
+                sha256=str(raw.get("sha256") or ""),
+                input_name=str(inp.get("name", "input")),
+                size=(int(inp["size"][0]), int(inp["size"][1])),
+                layout=str(inp.get("layout", "NCHW")).upper(),
+                crop_fraction=float(inp.get("crop_fraction", 1.0)),
+                interpolation=str(inp.get("interpolation", "bilinear")).lower(),
+                mean=tuple(float(v) for v in inp.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in inp.get("std", (255.0, 255.0, 255.0))),  # type: ignore[arg-type]
+                output_name=out.get("name"),
+                dim=int(out["dim"]),
+                license=str(raw.get("license", "")),
+                provenance=dict(raw.get("provenance", {})),
+            )
+        except (KeyError, TypeError, ValueError, IndexError, json.JSONDecodeError) as exc:
+            raise ModelError(f"bad model spec {json_path}: {exc!r}") from None
+        if spec.layout not in ("NCHW", "NHWC"):
+            raise ModelError(f"bad model spec {json_path}: layout must be NCHW or NHWC")
+        if spec.interpolation not in _RESAMPLE:
+            raise ModelError(f"bad model spec {json_path}: interpolation must be one of {sorted(_RESAMPLE)}")
+        if not 0 < spec.crop_fraction <= 1:
+            raise ModelError(f"bad model spec {json_path}: crop_fraction must be in (0, 1]")
+        if not spec.path.exists():
+            raise ModelError(f"model file not found: {spec.path}")
+        actual = _sha256_file(spec.path)
+        if spec.sha256 and spec.sha256 != actual:
+            raise ModelError(f"{spec.path} does not match the sha256 in {json_path.name}")
+        return replace(spec, sha256=actual)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> float32 tensor for one image (CHW or HWC), per the spec."""
+        tw, th = self.size
+        iw, ih = image.size
+        scale = max(tw / self.crop_fraction / iw, th / self.crop_fraction / ih)
+        rw, rh = max(tw, round(iw * scale)), max(th, round(ih * scale))
+        left, top = (rw - tw) // 2, (rh - th) // 2
+        # reducing_gap=3 is visually indistinguishable from a full resample and much cheaper.
+        resized = image.resize((rw, rh), _RESAMPLE[self.interpolation], reducing_gap=3.0)
+        crop = resized.crop((left, top, left + tw, top + th))
+        x = (np.asarray(crop, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
+        return np.ascontiguousarray(x.transpose(2, 0, 1) if self.layout == "NCHW" else x)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Embedder:
+    """Runs a ModelSpec's ONNX file; returns L2-normalised float32 vectors."""
+
+    def __init__(self, spec: ModelSpec, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.spec = spec
+        options = ort.SessionOptions()
+        # All cores for one batch at a time; decoding overlaps in Python threads that
+        # mostly wait on Pillow (which releases the GIL), measured in scripts/bench_ingest.py.
+        options.intra_op_num_threads = threads or int(os.environ.get("IMGDB_THREADS", 0)) or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session: onnxruntime.InferenceSession = ort.InferenceSession(
+                str(spec.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load {spec.path}: {exc}") from None
+        names = [i.name for i in self.session.get_inputs()]
+        if spec.input_name not in names:
+            raise ModelError(f"{spec.path}: no input named {spec.input_name!r} (has {names})")
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = spec.output_name if spec.output_name in outputs else outputs[0]
+
+    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """A stacked batch of preprocessed tensors -> (n, dim) unit vectors."""
+        if len(batch) == 0:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        (out,) = self.session.run([self.output_name], {self.spec.input_name: batch})
+        out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        if out.shape[1] != self.spec.dim:
+            raise ModelError(f"{self.spec.path}: output dim {out.shape[1]} != spec dim {self.spec.dim}")
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self.embed_arrays(np.stack([self.spec.preprocess(im) for im in images]))

@@ -1,0 +1,522 @@
+"""The store: image bytes on disk, metadata in DuckDB, vectors in LanceDB, one id.
+
+Layout of a store directory::
+
+    imgdb.duckdb        images, sources, pages, runs, failures, models
+    vectors/            LanceDB; one table per model key: id (sha256) + vector
+    blobs/ab/cd/<id>    the image bytes, content-addressed by sha256
+    write.lock          held (flock) by the one process allowed to write
+    journal.json        present only while a batch is being written
+
+Order of operations for a batch of new images (``add_images``):
+
+1. write ``journal.json`` listing the batch's ids and model key;
+2. write each blob to ``blobs/tmp`` and rename it into place (atomic, idempotent);
+3. LanceDB ``merge_insert(id).when_not_matched_insert_all()`` (a Lance commit is atomic);
+4. one DuckDB transaction inserts the ``images`` and ``sources`` rows;
+5. remove ``journal.json``.
+
+So an ``images`` row is only ever committed after its blob and vector exist.
+
+Repair-on-open rule (writers only, under the lock): if ``journal.json`` exists, the last
+batch may have stopped between 3 and 4; delete from that model's LanceDB table every
+journalled id that DuckDB's ``images`` lacks, then remove the journal. Leftover files in
+``blobs/tmp`` are deleted. A blob without an ``images`` row is harmless: the next ingest
+that meets those bytes reuses it. After repair, for every model the set of vector ids is a
+subset of DuckDB's image ids, and equal for the model the images were ingested with.
+
+One writer at a time: ``write.lock`` is taken with a non-blocking ``flock``; a second
+writer gets ``StoreBusy``. DuckDB itself refuses a reader while a writer has the file
+open; that too is reported as ``StoreBusy``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .errors import StoreBusy, StoreError, UsageError
+
+DUCKDB_FILE = "imgdb.duckdb"
+_SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
+CREATE TABLE IF NOT EXISTS runs (
+    id          INTEGER PRIMARY KEY DEFAULT nextval('run_ids'),
+    command     VARCHAR NOT NULL,
+    args        JSON,
+    started_at  TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ,
+    status      VARCHAR NOT NULL,      -- running | done | interrupted | failed
+    counts      JSON
+);
+CREATE TABLE IF NOT EXISTS models (
+    key        VARCHAR PRIMARY KEY,    -- name + sha256 prefix
+    name       VARCHAR NOT NULL,
+    sha256     VARCHAR NOT NULL,
+    dim        INTEGER NOT NULL,
+    spec       JSON,
+    added_at   TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id        VARCHAR PRIMARY KEY,     -- sha256 of the bytes
+    width     INTEGER NOT NULL,
+    height    INTEGER NOT NULL,
+    format    VARCHAR NOT NULL,
+    bytes     BIGINT NOT NULL,
+    model     VARCHAR NOT NULL,        -- model key the image was first embedded with
+    added_at  TIMESTAMPTZ NOT NULL,
+    run_id    INTEGER
+);
+CREATE TABLE IF NOT EXISTS sources (
+    image_id     VARCHAR NOT NULL,
+    source       VARCHAR NOT NULL,     -- URL, or absolute path for files
+    kind         VARCHAR NOT NULL,     -- url | file
+    page_url     VARCHAR NOT NULL,     -- '' when not found on a page
+    site         VARCHAR,              -- host[:port] of the URL
+    alt          VARCHAR,
+    title        VARCHAR,
+    http_status  INTEGER,
+    content_type VARCHAR,
+    file_size    BIGINT,
+    file_mtime   DOUBLE,
+    fetched_at   TIMESTAMPTZ NOT NULL,
+    run_id       INTEGER,
+    PRIMARY KEY (image_id, source, page_url)
+);
+CREATE TABLE IF NOT EXISTS pages (
+    url          VARCHAR PRIMARY KEY,
+    final_url    VARCHAR,
+    status       INTEGER,
+    fetched_at   TIMESTAMPTZ NOT NULL,
+    images_found INTEGER,
+    error        VARCHAR,
+    etag         VARCHAR,
+    last_modified VARCHAR,
+    parsed       JSON,                 -- what the page linked to, reused on 304
+    run_id       INTEGER
+);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id    INTEGER,
+    source    VARCHAR NOT NULL,
+    page_url  VARCHAR,
+    reason    VARCHAR NOT NULL,
+    detail    VARCHAR,
+    failed_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def site_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.netloc.lower() or None
+
+
+@dataclass
+class SourceRow:
+    """Where one image was found. ``source`` is a URL or an absolute path."""
+
+    source: str
+    kind: str  # "url" | "file"
+    page_url: str = ""
+    alt: str | None = None
+    title: str | None = None
+    http_status: int | None = None
+    content_type: str | None = None
+    file_size: int | None = None
+    file_mtime: float | None = None
+    fetched_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class NewImage:
+    id: str
+    data: bytes
+    width: int
+    height: int
+    format: str
+    sources: list[SourceRow]
+
+
+class Store:
+    """Blobs + DuckDB + LanceDB behind one API. Use ``Store.open(path, write=...)``."""
+
+    def __init__(self, path: Path, *, write: bool):
+        self.path = Path(path)
+        self.write = write
+        self._lock = threading.RLock()  # one DuckDB connection, shared by ingest threads
+        self._lock_file = None
+        self._tables: dict[str, Any] = {}
+        if write:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._take_write_lock()
+        elif not (self.path / DUCKDB_FILE).exists():
+            raise UsageError(f"no imgdb store at {self.path} (run `imgdb ingest` first, or pass --db)")
+        try:
+            self.con = _connect_duckdb(self.path / DUCKDB_FILE, read_only=not write)
+            if write:
+                self.con.execute(_SCHEMA)
+            import lancedb
+
+            self.lance = lancedb.connect(str(self.path / "vectors"))
+            if write:
+                self._repair()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path: str | Path, *, write: bool = False) -> Store:
+        return cls(Path(path), write=write)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        con = getattr(self, "con", None)
+        if con is not None:
+            con.close()
+            self.con = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    # -- locking and repair -------------------------------------------------------
+
+    def _take_write_lock(self) -> None:
+        import fcntl
+
+        fh = open(self.path / "write.lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise StoreBusy(f"store {self.path} is busy: another imgdb process (pid {holder}) is writing to it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_file = fh
+
+    @property
+    def _journal(self) -> Path:
+        return self.path / "journal.json"
+
+    def _repair(self) -> None:
+        tmp = self.path / "blobs" / "tmp"
+        if tmp.exists():
+            for leftover in tmp.iterdir():
+                leftover.unlink(missing_ok=True)
+        if not self._journal.exists():
+            return
+        try:
+            journal = json.loads(self._journal.read_text())
+            ids, key = list(journal["ids"]), str(journal["model"])
+        except (ValueError, KeyError, TypeError):
+            ids, key = [], ""
+        if ids and key and self._table_exists(key):
+            known = self._existing_image_ids(ids)
+            orphans = [i for i in ids if i not in known]
+            if orphans:
+                self.vectors(key).delete(_in_list("id", orphans))
+        self._journal.unlink()
+
+    # -- models and vectors ------------------------------------------------------
+
+    @staticmethod
+    def table_name(model_key: str) -> str:
+        return "vectors_" + "".join(c if c.isalnum() else "_" for c in model_key)
+
+    def _table_exists(self, model_key: str) -> bool:
+        return self.table_name(model_key) in _list_tables(self.lance)
+
+    def register_model(self, spec: Any) -> None:
+        """Record a model (an ``embed.ModelSpec``) and create its vectors table."""
+        import pyarrow as pa
+
+        with self._lock:
+            self.con.execute(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [spec.key, spec.name, spec.sha256, spec.dim, json.dumps(_spec_json(spec)), utcnow()],
+            )
+        if not self._table_exists(spec.key):
+            schema = pa.schema([pa.field("id", pa.string()), pa.field("vector", pa.list_(pa.float32(), spec.dim))])
+            self.lance.create_table(self.table_name(spec.key), schema=schema)
+
+    def vectors(self, model_key: str) -> Any:
+        """The LanceDB table of one model's vectors."""
+        if model_key not in self._tables:
+            if not self._table_exists(model_key):
+                raise UsageError(f"no vectors for model {model_key} in {self.path}")
+            self._tables[model_key] = self.lance.open_table(self.table_name(model_key))
+        return self._tables[model_key]
+
+    def vector_ids(self, model_key: str) -> set[str]:
+        if not self._table_exists(model_key):
+            return set()
+        return set(self.vectors(model_key).to_arrow().column("id").to_pylist())
+
+    def get_vectors(self, model_key: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        rows = self.vectors(model_key).search().where(_in_list("id", ids)).limit(len(ids)).to_arrow()
+        vecs = rows.column("vector").to_pylist()
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(rows.column("id").to_pylist(), vecs)}
+
+    # -- blobs -------------------------------------------------------------------
+
+    def blob_path(self, image_id: str) -> Path:
+        return self.path / "blobs" / image_id[:2] / image_id[2:4] / image_id
+
+    def read_blob(self, image_id: str) -> bytes:
+        return self.blob_path(image_id).read_bytes()
+
+    def _put_blob(self, image_id: str, data: bytes) -> None:
+        final = self.blob_path(image_id)
+        if final.exists():
+            return
+        tmp_dir = self.path / "blobs" / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+    # -- writing -----------------------------------------------------------------
+
+    def add_images(self, images: Sequence[NewImage], model_key: str, vectors: np.ndarray, run_id: int | None) -> None:
+        """Store a batch of new images with their vectors (see the module docstring's order)."""
+        import pyarrow as pa
+
+        if not images:
+            return
+        ids = [im.id for im in images]
+        self._journal.write_text(json.dumps({"model": model_key, "ids": ids}))
+        for im in images:
+            self._put_blob(im.id, im.data)
+        dim = vectors.shape[1]
+        table = pa.table(
+            {"id": ids, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim)}
+        )
+        self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+        now = utcnow()
+        with self._lock:
+            self.con.execute("BEGIN")
+            try:
+                self.con.executemany(
+                    "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [[im.id, im.width, im.height, im.format, len(im.data), model_key, now, run_id] for im in images],
+                )
+                self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        self._journal.unlink(missing_ok=True)
+
+    def add_vectors(self, model_key: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors for images already stored (embedding them with another model)."""
+        import pyarrow as pa
+
+        if not ids:
+            return
+        table = pa.table(
+            {"id": list(ids), "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])}
+        )
+        self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+
+    def add_sources(self, rows: Iterable[tuple[str, SourceRow]], run_id: int | None) -> None:
+        """Record more places where already-stored images were found."""
+        with self._lock:
+            self._insert_sources(list(rows), run_id)
+
+    def _insert_sources(self, rows: list[tuple[str, SourceRow]], run_id: int | None) -> None:
+        if not rows:
+            return
+        self.con.executemany(
+            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET fetched_at = excluded.fetched_at, run_id = excluded.run_id, "
+            "file_size = excluded.file_size, file_mtime = excluded.file_mtime",
+            [
+                [
+                    image_id, s.source, s.kind, s.page_url, site_of(s.source), s.alt, s.title, s.http_status,
+                    s.content_type, s.file_size, s.file_mtime, s.fetched_at, run_id,
+                ]
+                for image_id, s in rows
+            ],
+        )
+
+    # -- runs, pages, failures ---------------------------------------------------
+
+    def start_run(self, command: str, args: dict[str, Any]) -> int:
+        with self._lock:
+            row = self.con.execute(
+                "INSERT INTO runs (command, args, started_at, status) VALUES (?, ?, ?, 'running') RETURNING id",
+                [command, json.dumps(args, default=str), utcnow()],
+            ).fetchone()
+        return int(row[0])
+
+    def finish_run(self, run_id: int, status: str, counts: dict[str, Any]) -> None:
+        with self._lock:
+            self.con.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
+                [utcnow(), status, json.dumps(counts, default=str), run_id],
+            )
+
+    def record_failure(self, run_id: int | None, source: str, reason: str, detail: str, page_url: str | None = None) -> None:
+        with self._lock:
+            self.con.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, ?, ?, ?)", [run_id, source, page_url, reason, detail[:500], utcnow()]
+            )
+
+    def record_page(
+        self,
+        url: str,
+        *,
+        run_id: int | None,
+        status: int | None,
+        final_url: str | None = None,
+        images_found: int | None = None,
+        error: str | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        parsed: dict[str, Any] | None = None,
+    ) -> None:
+        """Upsert a crawled page; a failed re-fetch keeps what the last good fetch parsed."""
+        with self._lock:
+            self.con.execute(
+                """INSERT INTO pages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO UPDATE SET final_url = excluded.final_url, status = excluded.status,
+                     fetched_at = excluded.fetched_at, images_found = excluded.images_found,
+                     error = excluded.error, run_id = excluded.run_id,
+                     etag = coalesce(excluded.etag, pages.etag),
+                     last_modified = coalesce(excluded.last_modified, pages.last_modified),
+                     parsed = coalesce(excluded.parsed, pages.parsed)""",
+                [
+                    url, final_url, status, utcnow(), images_found, error, etag, last_modified,
+                    json.dumps(parsed) if parsed is not None else None, run_id,
+                ],
+            )
+
+    def page_state(self, url: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
+        """(etag, last_modified, parsed) of the last good fetch of ``url``."""
+        with self._lock:
+            row = self.con.execute("SELECT etag, last_modified, parsed FROM pages WHERE url = ?", [url]).fetchone()
+        if not row or row[2] is None:
+            return None, None, None
+        return row[0], row[1], json.loads(row[2])
+
+    # -- reading -----------------------------------------------------------------
+
+    def _existing_image_ids(self, ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            rows = self.con.execute("SELECT id FROM images WHERE id IN (SELECT unnest(?))", [list(ids)]).fetchall()
+        return {r[0] for r in rows}
+
+    def image_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self.con.execute("SELECT id FROM images").fetchall()}
+
+    def known_urls(self) -> dict[str, str]:
+        """URL -> image id for every URL source, so re-runs skip known downloads."""
+        with self._lock:
+            rows = self.con.execute("SELECT source, image_id FROM sources WHERE kind = 'url'").fetchall()
+        return dict(rows)
+
+    def known_files(self) -> dict[str, tuple[str, int, float]]:
+        """Path -> (image id, size, mtime), so re-runs skip unchanged files unread."""
+        with self._lock:
+            rows = self.con.execute(
+                "SELECT source, image_id, file_size, file_mtime FROM sources WHERE kind = 'file'"
+            ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.con.execute(sql, list(params)).fetchall()
+
+    def info(self) -> dict[str, Any]:
+        """What the store holds, as plain JSON-able values."""
+        one = lambda sql: self.query(sql)[0][0]  # noqa: E731
+        models = []
+        for key, name, dim in self.query("SELECT key, name, dim FROM models ORDER BY added_at"):
+            models.append({"key": key, "name": name, "dim": dim, "vectors": len(self.vector_ids(key))})
+        return {
+            "store": str(self.path),
+            "images": int(one("SELECT count(*) FROM images")),
+            "sources": int(one("SELECT count(*) FROM sources")),
+            "sites": [{"site": s, "images": n} for s, n in self.query(
+                "SELECT coalesce(site, '(files)'), count(DISTINCT image_id) FROM sources GROUP BY 1 ORDER BY 2 DESC, 1"
+            )],
+            "formats": {f: n for f, n in self.query("SELECT format, count(*) FROM images GROUP BY 1 ORDER BY 2 DESC, 1")},
+            "pages": int(one("SELECT count(*) FROM pages")),
+            "runs": int(one("SELECT count(*) FROM runs")),
+            "failures": int(one("SELECT count(*) FROM failures")),
+            "models": models,
+            "image_bytes": int(one("SELECT coalesce(sum(bytes), 0) FROM images")),
+            "disk_bytes": _du(self.path),
+        }
+
+
+def _connect_duckdb(path: Path, *, read_only: bool) -> Any:
+    import duckdb
+
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise StoreBusy(f"store {path.parent} is busy: another imgdb process is writing to it") from None
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+
+
+def _list_tables(db: Any) -> list[str]:
+    result = db.list_tables()
+    return list(getattr(result, "tables", result))
+
+
+def _in_list(column: str, values: Sequence[str]) -> str:
+    # ids are sha256 hex; quoting still guards any other caller
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def _spec_json(spec: Any) -> dict[str, Any]:
+    return {
+        "name": spec.name, "file": str(spec.path), "sha256": spec.sha256, "size": list(spec.size),
+        "dim": spec.dim, "license": spec.license, "provenance": spec.provenance,
+    }
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
