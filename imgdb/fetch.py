@@ -1,0 +1,461 @@
+"""Polite async HTTP: robots.txt, X-Robots-Tag, retries, byte caps, concurrency limits.
+
+``Fetcher.get`` either returns a ``Fetched`` (2xx or 304) or raises one of the
+``imgdb.errors.FetchError`` subclasses; no raw httpx exception escapes, so callers can
+record ``err.reason`` per URL and carry on.
+
+Redirects are followed by hand (not by httpx) so that every hop goes through the same
+robots check, per-host limit, retry loop and byte cap as the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+from urllib.robotparser import RobotFileParser
+
+import httpx
+
+from .config import USER_AGENT
+from .errors import (
+    ConnectFailed,
+    FetchError,
+    FetchTimeout,
+    HTTPStatusError,
+    NoAIRefused,
+    RobotsDisallowed,
+    TooLarge,
+    TooManyRedirects,
+)
+
+__all__ = ["ROBOTS_TOKEN", "FetchPolicy", "Fetched", "Fetcher"]
+
+#: The product token we look for in robots.txt groups and X-Robots-Tag prefixes.
+ROBOTS_TOKEN = "imgdb"
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# RFC 9309 asks parsers to handle at least 500 KiB; anything past that is ignored.
+_ROBOTS_MAX_BYTES = 512 * 1024
+# X-Robots-Tag directives that mean "do not use this image" for us. "none" is
+# shorthand for "noindex, nofollow".
+_REFUSING_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "none"})
+# Directives that carry a value after a colon, so "max-snippet: 20" is not a user agent.
+_VALUED_DIRECTIVES = frozenset(
+    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+)
+
+_Kind = Literal["page", "image", "robots"]
+
+
+@dataclass
+class FetchPolicy:
+    """How hard and how politely to fetch."""
+
+    user_agent: str = USER_AGENT
+    timeout: float = 20.0  # connect/read/write/pool timeout per request
+    max_connections: int = 16  # in total
+    per_host: int = 4  # concurrent requests per host
+    retries: int = 3  # extra attempts on connect errors, timeouts, 429 and 5xx
+    backoff: float = 0.5  # seconds; doubles per attempt, with jitter
+    max_retry_after: float = 60.0  # cap on an honoured Retry-After (and Crawl-delay)
+    max_bytes: int = 50 * 2**20  # body cap for kind="image"
+    max_page_bytes: int = 10 * 2**20  # body cap for kind="page"
+    max_redirects: int = 5
+    respect_robots: bool = True  # robots.txt and X-Robots-Tag; False = an explicit user flag
+
+
+@dataclass
+class Fetched:
+    """A successful (2xx) or not-modified (304) response."""
+
+    url: str  # as requested
+    final_url: str  # after redirects
+    status: int  # 200..299 or 304
+    headers: httpx.Headers
+    content: bytes  # b"" for 304
+    content_type: str | None  # media type only, lower-case, no params
+    fetched_at: datetime  # UTC, tz-aware
+
+
+@dataclass
+class _Robots:
+    """The cached robots.txt verdict for one origin."""
+
+    parser: RobotFileParser
+    crawl_delay: float | None = None
+
+
+class Fetcher:
+    """An ``httpx.AsyncClient`` wrapped with imgdb's politeness rules.
+
+    Use as ``async with Fetcher(policy) as f: await f.get(url)``. ``transport`` is for
+    tests (e.g. ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        policy: FetchPolicy | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.policy = policy or FetchPolicy()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._total: asyncio.Semaphore | None = None
+        self._per_host: dict[str, asyncio.Semaphore] = {}
+        self._robots: dict[str, _Robots] = {}
+        self._robots_locks: dict[str, asyncio.Lock] = {}
+        self._next_slot: dict[str, float] = {}  # origin -> loop time of next Crawl-delay slot
+
+    async def __aenter__(self) -> Fetcher:
+        self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (also done by ``async with``)."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    # ------------------------------------------------------------------- public
+
+    async def get(
+        self,
+        url: str,
+        *,
+        kind: Literal["page", "image"] = "page",
+        headers: dict[str, str] | None = None,
+    ) -> Fetched:
+        """Fetch ``url`` politely; raise a ``FetchError`` subclass on any failure.
+
+        ``headers`` may carry conditional headers (If-None-Match, If-Modified-Since); a
+        304 comes back as a ``Fetched`` with status 304 and empty content. An invalid
+        URL or a non-http(s) scheme raises a plain ``FetchError`` (reason "fetch") so a
+        bad link found on a page is recorded like any other failed URL.
+        """
+        return await self._get(url, kind, headers, check_robots=self.policy.respect_robots)
+
+    async def allowed(self, url: str) -> bool:
+        """True if robots.txt lets us fetch ``url`` (always True with respect_robots off).
+
+        robots.txt is fetched once per origin and cached. If it cannot be fetched at
+        all (connection refused, timeout) this raises ``ConnectFailed`` / ``FetchTimeout``
+        for ``url`` rather than guessing.
+        """
+        _check_url(url)
+        if not self.policy.respect_robots:
+            return True
+        robots = await self._robots_for(url)
+        return robots.parser.can_fetch(ROBOTS_TOKEN, url)
+
+    # ---------------------------------------------------------------- internals
+
+    def _open(self) -> httpx.AsyncClient:
+        """Create the client and semaphores on first use, inside the running loop."""
+        if self._client is None:
+            p = self.policy
+            self._client = httpx.AsyncClient(
+                headers={"User-Agent": p.user_agent},
+                timeout=httpx.Timeout(p.timeout),
+                limits=httpx.Limits(max_connections=p.max_connections),
+                follow_redirects=False,
+                transport=self._transport,
+            )
+            # Semaphores and locks belong to the running event loop: make fresh ones.
+            self._total = asyncio.Semaphore(max(1, p.max_connections))
+            self._per_host.clear()
+            self._robots_locks.clear()
+        return self._client
+
+    async def _get(
+        self, url: str, kind: _Kind, headers: dict[str, str] | None, *, check_robots: bool
+    ) -> Fetched:
+        """Follow redirects hop by hop; each hop is retried on its own."""
+        _check_url(url)
+        current = url
+        seen: list[str] = []
+        for _hop in range(self.policy.max_redirects + 1):
+            if check_robots:
+                await self._check_robots(current)
+            response = await self._with_retries(current, kind, headers)
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECT_STATUSES or not location:
+                return self._result(url, response)
+            seen.append(current)
+            try:
+                current = str(httpx.URL(current).join(location.strip()))
+                _check_url(current)
+            except (httpx.InvalidURL, ValueError, FetchError) as exc:
+                raise FetchError(url, f"bad redirect to {location!r}: {url}") from exc
+        loop = " (loop)" if current in seen else ""
+        raise TooManyRedirects(
+            url, f"more than {self.policy.max_redirects} redirects{loop}: {url}"
+        )
+
+    def _result(self, url: str, response: _Response) -> Fetched:
+        """Turn the final response into a ``Fetched`` or an ``HTTPStatusError``."""
+        status = response.status_code
+        if not (200 <= status < 300 or status == 304):
+            raise HTTPStatusError(url, status)
+        content_type = response.headers.get("content-type")
+        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+        return Fetched(
+            url=url,
+            final_url=response.url,
+            status=status,
+            headers=response.headers,
+            content=response.content,
+            content_type=media_type or None,
+            fetched_at=response.fetched_at,
+        )
+
+    async def _with_retries(
+        self, url: str, kind: _Kind, headers: dict[str, str] | None
+    ) -> _Response:
+        """One hop, retried on connect errors, timeouts, 429 and 5xx.
+
+        The final attempt's response is returned whatever its status; the caller
+        decides whether it is an error.
+        """
+        retries = max(0, self.policy.retries)
+        for attempt in range(retries + 1):
+            try:
+                response = await self._once(url, kind, headers)
+            except (ConnectFailed, FetchTimeout):
+                if attempt == retries:
+                    raise
+                delay = self._backoff(attempt)
+            else:
+                if response.status_code not in _RETRY_STATUSES or attempt == retries:
+                    return response
+                delay = None
+                if response.status_code in _RETRY_AFTER_STATUSES:
+                    delay = self._retry_after(response)
+                if delay is None:
+                    delay = self._backoff(attempt)
+            # No semaphore is held while sleeping: other requests use the slots meanwhile.
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, url: str, kind: _Kind, headers: dict[str, str] | None) -> _Response:
+        """Exactly one HTTP request, inside the per-host and total limits."""
+        client = self._open()
+        assert self._total is not None
+        host = _host_key(url)
+        host_sem = self._per_host.setdefault(host, asyncio.Semaphore(max(1, self.policy.per_host)))
+        request_headers = httpx.Headers(headers or {})
+        request_headers["User-Agent"] = self.policy.user_agent  # on every request, always
+        if "accept" not in request_headers:
+            request_headers["Accept"] = _ACCEPT[kind]
+        # Host slot first, then a global one, so a queue for one busy host never holds
+        # global slots other hosts could use.
+        async with host_sem:
+            await self._pace(_origin(url))
+            async with self._total:
+                try:
+                    async with client.stream("GET", url, headers=request_headers) as resp:
+                        status = resp.status_code
+                        content = b""
+                        if 200 <= status < 300:
+                            if kind == "image" and self.policy.respect_robots:
+                                _check_x_robots_tag(url, resp.headers)
+                            content = await self._read_body(url, resp, kind)
+                        return _Response(str(resp.url), status, resp.headers, content)
+                except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                    raise _fetch_error(url, exc) from exc
+
+    async def _read_body(self, url: str, resp: httpx.Response, kind: _Kind) -> bytes:
+        """Stream the body, refusing it as soon as it is known to exceed the cap."""
+        if kind == "robots":
+            cap, truncate = _ROBOTS_MAX_BYTES, True
+        else:
+            cap = self.policy.max_bytes if kind == "image" else self.policy.max_page_bytes
+            truncate = False
+        length = resp.headers.get("content-length", "")
+        if not truncate and length.strip().isdigit() and int(length) > cap:
+            raise TooLarge(url, f"Content-Length {int(length)} > {cap} bytes: {url}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():  # decoded, so gzip bombs are capped too
+            size += len(chunk)
+            if size > cap:
+                if truncate:
+                    chunks.append(chunk[: len(chunk) - (size - cap)])
+                    break
+                raise TooLarge(url, f"body over {cap} bytes: {url}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with +-50% jitter so retries from many tasks spread out."""
+        return self.policy.backoff * (2**attempt) * random.uniform(0.5, 1.5)
+
+    def _retry_after(self, response: _Response) -> float | None:
+        """Seconds from a Retry-After header (delta or HTTP date), capped; None if absent."""
+        value = (response.headers.get("retry-after") or "").strip()
+        if not value:
+            return None
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            seconds = float(value)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            seconds = (when - datetime.now(timezone.utc)).total_seconds()
+        return min(max(0.0, seconds), self.policy.max_retry_after)
+
+    async def _pace(self, origin: str) -> None:
+        """Space requests to an origin by its robots.txt Crawl-delay, if it set one."""
+        robots = self._robots.get(origin)
+        if robots is None or not robots.crawl_delay:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = max(now, self._next_slot.get(origin, now))
+        self._next_slot[origin] = slot + robots.crawl_delay  # reserve before sleeping
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    # -------------------------------------------------------------------- robots
+
+    async def _check_robots(self, url: str) -> None:
+        if not await self.allowed(url):
+            raise RobotsDisallowed(url, f"robots.txt disallows {ROBOTS_TOKEN}: {url}")
+
+    async def _robots_for(self, url: str) -> _Robots:
+        """The cached robots.txt of ``url``'s origin, fetching it once (RFC 9309 rules)."""
+        origin = _origin(url)
+        cached = self._robots.get(origin)
+        if cached is not None:
+            return cached
+        lock = self._robots_locks.setdefault(origin, asyncio.Lock())
+        async with lock:  # concurrent requests to a new origin share one robots fetch
+            cached = self._robots.get(origin)
+            if cached is not None:
+                return cached
+            robots_url = f"{origin}/robots.txt"
+            parser = RobotFileParser(robots_url)
+            try:
+                fetched = await self._get(robots_url, "robots", None, check_robots=False)
+            except (ConnectFailed, FetchTimeout) as exc:
+                # Not cached: the host may come back. Report it against the URL the
+                # caller asked for, so an unreachable host reads as "connect", not "robots".
+                cause = exc.__cause__
+                raise (_fetch_error(url, cause) if isinstance(cause, httpx.HTTPError) else exc) from exc
+            except HTTPStatusError as exc:
+                if 400 <= exc.status < 500 and exc.status != 429:
+                    parser.allow_all = True  # "unavailable": no rules at all
+                else:
+                    parser.disallow_all = True  # "unreachable" (5xx, 429): assume no access
+            except TooManyRedirects:
+                parser.allow_all = True  # RFC 9309 2.3.1.2: may treat as unavailable
+            except FetchError:
+                parser.disallow_all = True  # garbled response: be conservative
+            else:
+                text = fetched.content.decode("utf-8", errors="replace")
+                parser.parse(text.splitlines())
+            robots = _Robots(parser, _crawl_delay(parser, self.policy.max_retry_after))
+            self._robots[origin] = robots
+            return robots
+
+
+@dataclass
+class _Response:
+    """What ``_once`` keeps of an httpx response after the stream is closed."""
+
+    url: str
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+_ACCEPT: dict[str, str] = {
+    "page": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
+    "image": "image/*,*/*;q=0.5",
+    "robots": "text/plain,*/*;q=0.5",
+}
+
+
+def _check_url(url: str) -> httpx.URL:
+    """Reject what we cannot fetch with a clear ``FetchError`` instead of an httpx crash."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError, UnicodeError) as exc:
+        raise FetchError(str(url), f"invalid URL ({exc}): {url!r}") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise FetchError(url, f"unsupported URL scheme {parsed.scheme!r}: {url}")
+    if not parsed.host:
+        raise FetchError(url, f"URL has no host: {url}")
+    return parsed
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port, the unit robots.txt applies to."""
+    parsed = httpx.URL(url)
+    port = parsed.port or {"http": 80, "https": 443}[parsed.scheme]
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{parsed.scheme}://{host}:{port}"
+
+
+def _host_key(url: str) -> str:
+    """host:port, the unit of the per-host concurrency limit (http and https share it)."""
+    parsed = httpx.URL(url)
+    return f"{parsed.host}:{parsed.port or {'http': 80, 'https': 443}[parsed.scheme]}"
+
+
+def _crawl_delay(parser: RobotFileParser, cap: float) -> float | None:
+    try:
+        delay = parser.crawl_delay(ROBOTS_TOKEN)
+    except (TypeError, ValueError):
+        return None
+    return min(float(delay), cap) if delay else None
+
+
+def _check_x_robots_tag(url: str, headers: httpx.Headers) -> None:
+    """Raise ``NoAIRefused`` if an X-Robots-Tag directive for us (or everyone) forbids use.
+
+    Each header value is a comma-separated list; ``name: directive`` starts a group for
+    that user agent (``googlebot: noindex`` is not about us, ``imgdb: noai`` is).
+    """
+    for value in headers.get_list("x-robots-tag"):
+        agent: str | None = None
+        for token in value.split(","):
+            token = token.strip().lower()
+            name, colon, rest = token.partition(":")
+            name = name.strip()
+            if colon and name not in _VALUED_DIRECTIVES and " " not in name:
+                agent, token = name, rest.strip()
+            if agent not in (None, ROBOTS_TOKEN):
+                continue
+            for directive in token.split():
+                if directive in _REFUSING_DIRECTIVES:
+                    raise NoAIRefused(url, f"X-Robots-Tag {value!r} refuses use: {url}")
+
+
+def _fetch_error(url: str, exc: httpx.HTTPError | httpx.InvalidURL) -> FetchError:
+    """Map an httpx exception to ours: timeouts, connection trouble, anything else."""
+    if isinstance(exc, httpx.TimeoutException):
+        return FetchTimeout(url, f"timed out ({_describe(exc)}): {url}")
+    if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)):
+        # DNS failure, refused, reset, or the server hung up without answering.
+        return ConnectFailed(url, f"cannot connect ({_describe(exc)}): {url}")
+    return FetchError(url, f"{_describe(exc)}: {url}")
+
+
+def _describe(exc: BaseException) -> str:
+    """``ConnectError: [Errno 111] Connection refused`` -> a short, readable cause."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
