@@ -1,0 +1,110 @@
+"""The ``imgdb`` command line: parse, make one library call, present.
+
+Nothing heavy is imported at module level, so ``imgdb --help`` is instant; each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .config import default_store_path
+from .errors import ImgdbError
+
+app = typer.Typer(
+    help="Turn web pages or folders of images into a searchable, deduplicated, clustered local collection.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Db = Annotated[
+    Optional[Path],
+    typer.Option("--db", envvar="IMGDB_DB", show_default=False,
+                 help="Store directory [default: $IMGDB_DB or ~/.local/share/imgdb]."),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Model = Annotated[
+    Optional[Path],
+    typer.Option("--model", help="An ONNX model with its JSON spec beside it [default: the bundled EfficientNet-Lite0]."),
+]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """ImgdbError -> one line on stderr and exit 1; Ctrl-C -> exit 130. Never a traceback."""
+    try:
+        yield
+    except ImgdbError as exc:
+        from .present import error
+
+        error(str(exc))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        from .present import error
+
+        error("interrupted; run the same command again to finish the work")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def ingest(
+    targets: Annotated[list[str], typer.Argument(help="Listing-page URLs, folders or image files.", show_default=False)],
+    db: Db = None,
+    pages: Annotated[int, typer.Option(min=1, help="Listing pages to follow through pagination.")] = 10,
+    depth: Annotated[int, typer.Option(min=0, max=3, help="1 = also crawl the same-site pages the listings link to.")] = 0,
+    max_images: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many images.")] = None,
+    refresh: Annotated[bool, typer.Option(help="Re-download pages and images already known.")] = False,
+    ignore_robots: Annotated[bool, typer.Option(help="Ignore robots.txt and X-Robots-Tag (only for sites you own).")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="Downloads in flight in total.")] = 16,
+    per_host: Annotated[int, typer.Option(min=1, help="Downloads in flight per host.")] = 4,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a request times out.")] = 20.0,
+    model: Model = None,
+    json: Json = False,
+) -> None:
+    """Crawl a listing page (and its pagination), or walk folders, and store every image."""
+    from .fetch import FetchPolicy
+    from .ingest import IngestOptions, ingest_into
+    from .present import RichReporter, ingest_summary, print_json
+
+    policy = FetchPolicy(max_connections=concurrency, per_host=per_host, timeout=timeout)
+    options = IngestOptions(pages=pages, depth=depth, max_images=max_images, refresh=refresh,
+                            respect_robots=not ignore_robots, fetch_policy=policy)
+    with _errors(), RichReporter(enabled=not json) as reporter:
+        summary = ingest_into(db or default_store_path(), targets, model=model, options=options, reporter=reporter)
+    print_json(summary.as_dict()) if json else ingest_summary(summary)
+
+
+@app.command()
+def info(db: Db = None, json: Json = False) -> None:
+    """What the store holds: images, sources, sites, formats, models, size on disk."""
+    from .present import print_json, store_info
+    from .store import Store
+
+    with _errors(), Store.open(db or default_store_path()) as store:
+        data = store.info()
+    print_json(data) if json else store_info(data)
+
+
+@app.command()
+def demo(
+    db: Annotated[Path, typer.Option("--db", help="Where to build the demo store (recreated each run).")] = Path("imgdb-demo"),
+) -> None:
+    """Serve a small generated shop on 127.0.0.1 and ingest it (no internet needed)."""
+    from .demo_site import run_demo
+    from .present import RichReporter, console, ingest_summary, store_info
+
+    with _errors(), RichReporter() as reporter:
+        summary, data, url = run_demo(db, reporter=reporter)
+    console.print(f"Crawled the demo shop at {url} with --depth 1 into [bold]{db}[/]")
+    ingest_summary(summary)
+    store_info(data)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

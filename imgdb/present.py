@@ -1,0 +1,99 @@
+"""Everything the user sees: the one module that talks rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def error(message: str) -> None:
+    """One line on stderr, no traceback."""
+    err_console.print(f"[bold red]imgdb: error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class RichReporter:
+    """Progress bars for pages and images, fed from the crawler and the processor threads."""
+
+    def __init__(self, enabled: bool = True):
+        self.progress = Progress(
+            TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console, transient=True, disable=not enabled,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _task(self, kind: str) -> Any:
+        if kind not in self._tasks:
+            self._tasks[kind] = self.progress.add_task(kind, total=0)
+        return self._tasks[kind]
+
+    def found(self, kind: str, n: int = 1) -> None:
+        task = self._task(kind)
+        self.progress.update(task, total=(self.progress.tasks[task].total or 0) + n)
+
+    def done(self, kind: str, n: int = 1) -> None:
+        self.progress.advance(self._task(kind), n)
+
+
+def ingest_summary(summary: Any) -> None:
+    table = Table(title=f"ingest run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    rows = [
+        ("pages crawled", summary.pages),
+        ("pages failed", summary.pages_failed),
+        ("images found", summary.images_found),
+        ("downloaded", summary.downloaded),
+        ("new", summary.new),
+        ("already stored", summary.already_stored),
+        ("failed", sum(summary.failed.values())),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    for reason, count in sorted(summary.failed.items()):
+        table.add_row(f"  failed: {reason}", str(count))
+    console.print(table)
+
+
+def store_info(info: dict[str, Any]) -> None:
+    table = Table(title=f"imgdb store {info['store']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("images", str(info["images"]))
+    table.add_row("sources", str(info["sources"]))
+    table.add_row("pages", str(info["pages"]))
+    table.add_row("runs", str(info["runs"]))
+    table.add_row("failures", str(info["failures"]))
+    table.add_row("sites", ", ".join(f"{s['site']} ({s['images']})" for s in info["sites"][:10]) or "-")
+    table.add_row("formats", ", ".join(f"{k} ({v})" for k, v in info["formats"].items()) or "-")
+    table.add_row("models", ", ".join(f"{m['key']} ({m['vectors']} vectors, {m['dim']}-d)" for m in info["models"]) or "-")
+    table.add_row("image bytes", _size(info["image_bytes"]))
+    table.add_row("size on disk", _size(info["disk_bytes"]))
+    console.print(table)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

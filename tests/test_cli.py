@@ -1,0 +1,136 @@
+"""The command line as a user runs it: real processes, real stores, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from imgdb.cli import app
+from imgdb.embed import ModelSpec
+from imgdb.store import Store
+from tests import images
+
+runner = CliRunner()
+
+
+def imgdb(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgdb.cli", *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})}, **kw,
+    )
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def write_photos(folder: Path, n: int, size=(96, 72)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"img{i:04d}.png").write_bytes(images.png_bytes(images.photo(1000 + i, size)))
+
+
+def test_every_command_has_help():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    commands = [name for name in ("ingest", "info", "demo") if name in result.output]
+    assert commands == ["ingest", "info", "demo"]
+    for name in commands:
+        sub = runner.invoke(app, [name, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys; from imgdb.cli import app\n"
+        "heavy = {'onnxruntime', 'lancedb', 'duckdb', 'sklearn', 'bs4', 'numpy', 'PIL', 'httpx', 'pyarrow'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert imgdb("--help").returncode == 0
+
+
+def test_ingest_then_info_json(tmp_path):
+    write_photos(tmp_path / "pics", 3)
+    result = runner.invoke(app, ["ingest", str(tmp_path / "pics"), "--db", str(tmp_path / "db"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["new"] == 3
+    result = runner.invoke(app, ["info", "--json"], env={"IMGDB_DB": str(tmp_path / "db")})
+    data = json.loads(result.stdout)
+    assert isinstance(data["images"], int) and data["images"] == 3
+    table = runner.invoke(app, ["info", "--db", str(tmp_path / "db")])
+    assert table.exit_code == 0 and "images" in table.output
+
+
+def test_bad_input_is_one_line_and_nonzero(tmp_path):
+    assert_one_line_error(imgdb("ingest", str(tmp_path / "missing"), "--db", str(tmp_path / "db")), "no such file")
+    assert_one_line_error(imgdb("ingest", "ftp://example.com/x", "--db", str(tmp_path / "db")), "unsupported URL")
+    assert_one_line_error(imgdb("info", "--db", str(tmp_path / "nothing-here")), "no imgdb store")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert_one_line_error(imgdb("ingest", f"http://127.0.0.1:{port}/", "--db", str(tmp_path / "db"), "--timeout", "1"))
+    assert_one_line_error(imgdb("ingest", str(tmp_path), "--db", str(tmp_path / "db"), "--model", str(tmp_path / "x.onnx")),
+                          "model spec not found")
+
+
+def test_a_second_writer_gets_a_clear_error_and_nothing_is_lost(tmp_path):
+    write_photos(tmp_path / "pics", 2)
+    db = tmp_path / "db"
+    assert imgdb("ingest", str(tmp_path / "pics"), "--db", str(db)).returncode == 0
+    with Store.open(db, write=True):  # this process is now the writer
+        assert_one_line_error(imgdb("ingest", str(tmp_path / "pics"), "--db", str(db)), "busy")
+        assert_one_line_error(imgdb("info", "--db", str(db)), "busy")
+    info = json.loads(imgdb("info", "--db", str(db), "--json").stdout)
+    assert info["images"] == 2
+
+
+def test_killed_ingest_completes_on_rerun_with_both_stores_agreeing(tmp_path):
+    n = 240
+    write_photos(tmp_path / "pics", n)
+    db = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgdb.cli", "ingest", str(tmp_path / "pics"), "--db", str(db), "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    blobs = db / "blobs"
+    while time.monotonic() < deadline and proc.poll() is None:
+        stored = sum(1 for p in blobs.rglob("*") if p.is_file()) if blobs.exists() else 0
+        if stored >= 40:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "ingest finished before it could be killed; make the folder bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    with Store.open(db) as store:  # a killed store opens
+        partial = len(store.image_ids())
+    assert partial < n
+
+    result = imgdb("ingest", str(tmp_path / "pics"), "--db", str(db), "--json")
+    assert result.returncode == 0, result.stderr
+    with Store.open(db) as store:
+        key = ModelSpec.load().key
+        ids = store.image_ids()
+        assert len(ids) == n
+        assert store.vector_ids(key) == ids
+        assert store.vectors(key).count_rows() == n
+        assert store.query("SELECT count(*) FROM sources")[0][0] == n
+        statuses = [s for (s,) in store.query("SELECT status FROM runs ORDER BY id")]
+    assert statuses == ["running", "done"]  # the killed run never finished
+
