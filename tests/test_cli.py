@@ -134,3 +134,19 @@ def test_killed_ingest_completes_on_rerun_with_both_stores_agreeing(tmp_path):
         statuses = [s for (s,) in store.query("SELECT status FROM runs ORDER BY id")]
     assert statuses == ["running", "done"]  # the killed run never finished
 
+
+
+def test_demo_crawls_the_generated_shop_and_never_overwrites_a_real_store(tmp_path):
+    result = runner.invoke(app, ["demo", "--db", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    with Store.open(tmp_path / "demo") as store:
+        info = store.info()
+        failures = dict(store.query("SELECT reason, count(*) FROM failures GROUP BY 1"))
+    assert info["images"] > 50 and info["pages"] >= 4
+    assert failures.get("not-image") == 1  # the one broken image
+    assert failures.get("robots", 0) >= 1  # /private/ is disallowed
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep.txt").write_text("mine")
+    refused = imgdb("demo", "--db", str(tmp_path / "real"))
+    assert_one_line_error(refused, "not a demo store")
+    assert (tmp_path / "real" / "keep.txt").read_text() == "mine"
