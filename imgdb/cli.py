@@ -29,6 +29,7 @@ Db = Annotated[
                  help="Store directory [default: $IMGDB_DB or ~/.local/share/imgdb]."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Csv = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
 Model = Annotated[
     Optional[Path],
     typer.Option("--model", help="An ONNX model with its JSON spec beside it [default: the bundled EfficientNet-Lite0]."),
@@ -89,6 +90,54 @@ def info(db: Db = None, json: Json = False) -> None:
     with _errors(), Store.open(db or default_store_path()) as store:
         data = store.info()
     print_json(data) if json else store_info(data)
+
+
+@app.command()
+def similar(
+    query: Annotated[str, typer.Argument(help="An image file, an image URL, or a stored image id (or its prefix).")],
+    db: Db = None,
+    limit: Annotated[int, typer.Option("-k", "--limit", min=1, help="How many neighbours.")] = 10,
+    where: Annotated[Optional[str], typer.Option(help="SQL filter over image and source columns, e.g. \"width >= 500 AND site = 'shop.example'\".")] = None,
+    add: Annotated[bool, typer.Option(help="Also store the query image.")] = False,
+    model: Model = None,
+    json: Json = False,
+    csv: Csv = False,
+) -> None:
+    """The stored images nearest to an image, as a table (or --json / --csv)."""
+    from .present import rows, similar_table
+    from .similar import similar_at
+
+    fmt = _fmt(json, csv)
+    with _errors():
+        query_info, matches = similar_at(db or default_store_path(), query, model=model, k=limit, where=where, add=add)
+    if fmt == "table":
+        similar_table(matches, f"nearest to {query_info.label}" + (" (stored)" if query_info.id else ""))
+    else:
+        data = [m.as_dict() for m in matches]
+        rows(list(data[0]) if data else [], [tuple(d.values()) for d in data], fmt=fmt)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL statement, run read-only.")],
+    db: Db = None,
+    json: Json = False,
+    csv: Csv = False,
+) -> None:
+    """SQL over the metadata: images, sources, image_sources, pages, runs, failures, clusters, dupes."""
+    from .present import rows
+    from .sql import run_sql
+    from .store import Store
+
+    with _errors(), Store.open(db or default_store_path()) as store:
+        columns, data = run_sql(store, query)
+    rows(columns, data, fmt=_fmt(json, csv))
+
+
+def _fmt(json: bool, csv: bool) -> str:
+    if json and csv:
+        raise typer.BadParameter("choose one of --json and --csv")
+    return "json" if json else "csv" if csv else "table"
 
 
 @app.command()

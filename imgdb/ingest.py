@@ -153,8 +153,7 @@ def ingest(
     finally:
         summary.seconds = time.perf_counter() - started
         store.finish_run(summary.run_id, summary.status, summary.as_dict())
-    if summary.new > 1000:
-        store.vectors(embedder.spec.key).optimize()  # compact fragments after a large ingest
+    store.maintain_vectors(embedder.spec.key, summary.new)
     return summary
 
 

@@ -97,3 +97,32 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def rows(columns: list[str], data: list[tuple[Any, ...]], *, fmt: str = "table", title: str | None = None) -> None:
+    """Rows as a rich table, CSV or JSON (a list of objects)."""
+    if fmt == "json":
+        print_json([dict(zip(columns, row)) for row in data])
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(data)
+    else:
+        table = Table(title=title)
+        for name in columns:
+            table.add_column(name, overflow="fold")
+        for row in data:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
+
+
+def similar_table(matches: list[Any], title: str) -> None:
+    table = Table(title=title)
+    for name, justify in (("rank", "right"), ("similarity", "right"), ("id", "left"), ("source", "left"),
+                          ("size", "right"), ("format", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for m in matches:
+        table.add_row(str(m.rank), f"{m.similarity:.3f}", m.id[:12], m.source or "", f"{m.width}x{m.height}", m.format)
+    console.print(table)

@@ -47,6 +47,8 @@ import numpy as np
 from .errors import StoreBusy, StoreError, UsageError
 
 DUCKDB_FILE = "imgdb.duckdb"
+#: Below this many vectors search is an exact flat scan; above it an IVF_RQ index is kept.
+EXACT_MAX_ROWS = 10_000
 _SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
 CREATE TABLE IF NOT EXISTS runs (
@@ -269,6 +271,20 @@ class Store:
                 raise UsageError(f"no vectors for model {model_key} in {self.path}")
             self._tables[model_key] = self.lance.open_table(self.table_name(model_key))
         return self._tables[model_key]
+
+    def maintain_vectors(self, model_key: str, new_rows: int) -> None:
+        """After an ingest: build the ANN index once the table is big enough, else compact.
+
+        ``optimize()`` also folds rows added since the index was built into it; until then
+        they are scanned flat, so results stay exact for them.
+        """
+        from lancedb.index import IvfRq
+
+        table = self.vectors(model_key)
+        if table.count_rows() >= EXACT_MAX_ROWS and not table.list_indices():
+            table.create_index("vector", config=IvfRq(distance_type="cosine"))
+        elif new_rows >= 1000 or (new_rows and table.list_indices()):
+            table.optimize()
 
     def vector_ids(self, model_key: str) -> set[str]:
         if not self._table_exists(model_key):
