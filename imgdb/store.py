@@ -314,10 +314,9 @@ class Store:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        # No fsync per blob: it cost ~10 ms each (100 images/s at best). Process death
+        # (Ctrl-C, kill -9) cannot lose written pages; only a power loss could.
+        tmp.write_bytes(data)
         os.replace(tmp, final)
 
     # -- writing -----------------------------------------------------------------
@@ -341,8 +340,8 @@ class Store:
         with self._lock:
             self.con.execute("BEGIN")
             try:
-                self.con.executemany(
-                    "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                self._bulk_insert(
+                    "images", "ON CONFLICT DO NOTHING",
                     [[im.id, im.width, im.height, im.format, len(im.data), model_key, now, run_id] for im in images],
                 )
                 self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
@@ -371,18 +370,33 @@ class Store:
     def _insert_sources(self, rows: list[tuple[str, SourceRow]], run_id: int | None) -> None:
         if not rows:
             return
-        self.con.executemany(
-            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        # One row per (image, source, page), the last seen winning: DuckDB refuses an
+        # upsert that names one key twice. A later run refreshes when and what it saw.
+        unique = {
+            (image_id, s.source, s.page_url): [
+                image_id, s.source, s.kind, s.page_url, site_of(s.source), s.alt, s.title, s.http_status,
+                s.content_type, s.file_size, s.file_mtime, s.fetched_at, run_id,
+            ]
+            for image_id, s in rows
+        }
+        self._bulk_insert(
+            "sources",
             "ON CONFLICT DO UPDATE SET fetched_at = excluded.fetched_at, run_id = excluded.run_id, "
             "file_size = excluded.file_size, file_mtime = excluded.file_mtime",
-            [
-                [
-                    image_id, s.source, s.kind, s.page_url, site_of(s.source), s.alt, s.title, s.http_status,
-                    s.content_type, s.file_size, s.file_mtime, s.fetched_at, run_id,
-                ]
-                for image_id, s in rows
-            ],
+            list(unique.values()),
         )
+
+    def _bulk_insert(self, table: str, conflict: str, rows: list[list[Any]]) -> None:
+        """Insert rows through one Arrow scan: executemany costs ~5 ms a row in DuckDB."""
+        import pyarrow as pa
+
+        columns = [c[0] for c in self.con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+        batch = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+        self.con.register("_imgdb_batch", batch)
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM _imgdb_batch {conflict}")
+        finally:
+            self.con.unregister("_imgdb_batch")
 
     # -- runs, pages, failures ---------------------------------------------------
 
