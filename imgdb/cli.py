@@ -117,6 +117,64 @@ def similar(
         rows(list(data[0]) if data else [], [tuple(d.values()) for d in data], fmt=fmt)
 
 
+dupes_app = typer.Typer(help="Near-duplicate groups from identical bytes, pixels, perceptual hash and embeddings.")
+app.add_typer(dupes_app, name="dupes")
+
+
+@dupes_app.callback(invoke_without_command=True)
+def dupes(
+    ctx: typer.Context,
+    db: Db = None,
+    method: Annotated[Optional[list[str]], typer.Option(
+        help="Stage to run, repeatable: exact, pixels, phash, dhash, embedding [default: all but dhash].")] = None,
+    phash_distance: Annotated[Optional[int], typer.Option(
+        min=0, max=32, show_default=False, help="Most differing pHash bits for a pair [default: 6, calibrated].")] = None,
+    cosine: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, show_default=False, help="Least embedding cosine for a pair [default: 0.94, calibrated].")] = None,
+    keep: Annotated[str, typer.Option(help="Which member to mark as kept: largest, smallest, earliest, latest.")] = "largest",
+    json: Json = False,
+    csv: Csv = False,
+) -> None:
+    """Find near-duplicate groups (nothing is deleted); `imgdb dupes reject A B` to overrule a pair."""
+    if ctx.invoked_subcommand:
+        return
+    from .dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE, dupes_at
+    from .present import dupe_groups, dupe_rows, print_json, rows
+
+    fmt = _fmt(json, csv)
+    with _errors():
+        result = dupes_at(db or default_store_path(), methods=method or DEFAULT_METHODS, keep=keep,
+                          phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
+                          cosine_min=COSINE_MIN if cosine is None else cosine)
+    if fmt == "json":
+        print_json({"run_id": result.run_id, "groups": [_asdict(g) for g in result.groups]})
+    elif fmt == "csv":
+        rows(*dupe_rows(result), fmt="csv")
+    else:
+        dupe_groups(result)
+
+
+@dupes_app.command("reject")
+def dupes_reject(
+    a: Annotated[str, typer.Argument(help="Image id (or prefix), path or URL.")],
+    b: Annotated[str, typer.Argument(help="Image id (or prefix), path or URL.")],
+    db: Db = None,
+) -> None:
+    """Remember that two images are not duplicates; every later run respects it."""
+    from .dedup import reject_at
+    from .present import console
+
+    with _errors():
+        ids = reject_at(db or default_store_path(), a, b)
+    console.print(f"{ids[0][:12]} and {ids[1][:12]} will never be grouped as duplicates")
+
+
+def _asdict(obj: object) -> object:
+    from dataclasses import asdict
+
+    return asdict(obj)  # type: ignore[call-overload]
+
+
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="One SQL statement, run read-only.")],

@@ -126,3 +126,31 @@ def similar_table(matches: list[Any], title: str) -> None:
     for m in matches:
         table.add_row(str(m.rank), f"{m.similarity:.3f}", m.id[:12], m.source or "", f"{m.width}x{m.height}", m.format)
     console.print(table)
+
+
+def dupe_groups(result: Any) -> None:
+    """One row per group: size, stage, best score, then each member (kept one first)."""
+    table = Table(title=f"{len(result.groups)} duplicate groups (run {result.run_id})")
+    for name in ("group", "size", "stage", "best", "members (kept first)"):
+        table.add_column(name, overflow="fold")
+    for g in result.groups:
+        lines = []
+        for m in g.members:
+            mark = "keep " if m.image_id == g.keep_id else f"{m.stage} {m.score:.3f} " if m.score is not None else ""
+            where = m.sources[0] if m.sources else ""
+            more = f" (+{len(m.sources) - 1} more)" if len(m.sources) > 1 else ""
+            lines.append(f"{mark}{m.image_id[:12]} {m.width}x{m.height} {where}{more}")
+        table.add_row(str(g.group_id), str(g.size), g.stage, f"{g.best_score:.3f}", "\n".join(lines))
+    console.print(table)
+
+
+def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Flat rows (one per member and source) for --csv."""
+    columns = ["group", "stage", "best_score", "keep", "image_id", "match_stage", "score", "width", "height", "source"]
+    data = []
+    for g in result.groups:
+        for m in g.members:
+            for source in m.sources or [""]:
+                data.append((g.group_id, g.stage, g.best_score, m.image_id == g.keep_id, m.image_id, m.stage,
+                             m.score, m.width, m.height, source))
+    return columns, data

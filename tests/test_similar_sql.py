@@ -131,3 +131,28 @@ def test_ann_index_keeps_recall_against_exact_search(tmp_path, monkeypatch):
             got = {i for i, _ in search(store, spec.key, vecs[q], k=10)}
             recalls.append(len(exact & got) / 10)
         assert np.mean(recalls) >= 0.95, recalls
+
+
+def test_cli_dupes_json_csv_reject_and_sql_views(collection):
+    db = str(collection / "db")
+    result = runner.invoke(app, ["dupes", "--db", db, "--json"])
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.stdout)["groups"]
+    by_name = [sorted(Path(m["sources"][0]).name for m in g["members"]) for g in groups]
+    for seed in range(6):
+        assert [f"p{seed}-small.jpg", f"p{seed}.jpg", f"p{seed}.png"] in by_name
+    keep_of_p0 = next(g for g in groups if any(Path(m["sources"][0]).name == "p0.jpg" for m in g["members"]))
+    small = next(m["image_id"] for m in keep_of_p0["members"] if m["sources"][0].endswith("p0-small.jpg"))
+    assert keep_of_p0["keep_id"] != small  # "largest" keeps a full-size copy
+    rejected = runner.invoke(app, ["dupes", "reject", str(collection / "pics" / "p0.jpg"), small[:10], "--db", db])
+    assert rejected.exit_code == 0, rejected.output
+    again = json.loads(runner.invoke(app, ["dupes", "--db", db, "--json"]).stdout)["groups"]
+    together = [g for g in again if {m["image_id"] for m in g["members"]} >= {small, keep_of_p0["members"][0]["image_id"]}]
+    assert not any(small in {m["image_id"] for m in g["members"]} and
+                   any(m["sources"][0].endswith("p0.jpg") for m in g["members"]) for g in together)
+    csv_out = runner.invoke(app, ["dupes", "--db", db, "--csv"])
+    assert csv_out.stdout.startswith("group,stage,best_score,keep,image_id")
+    views = json.loads(runner.invoke(app, ["sql", "SELECT count(DISTINCT group_id) AS n FROM dupes", "--db", db, "--json"]).stdout)
+    assert views[0]["n"] == len(again)
+    bad = runner.invoke(app, ["dupes", "--db", db, "--method", "nonsense"])
+    assert bad.exit_code == 1

@@ -1,0 +1,246 @@
+"""Time the `imgdb dupes` pair search at scale on synthetic data (no store, no images).
+
+    python scripts/bench_dupes.py [--n 100000] [--verify] [--out bench-results/dupes-bench.json]
+
+Synthetic data, made to look like the real thing where it matters for the search:
+
+* vectors (n x 1280, L2-normalised): a shared mean direction holding 25% of the energy
+  plus a power-law spectrum (k^-1.1) over a random orthonormal basis, so the top 128
+  uncentred principal directions hold ~83% of the energy (measured on 3,244 real Lite0
+  vectors from the shop, UKBench and Grocery sets: 84%). 10% of the images come in
+  "families" of 3-5 look-alikes (cosine ~0.80-0.93, like different photos of one product)
+  and 2% have a planted near-duplicate (cosine ~0.96-0.995), so there are pairs just
+  below and just above the threshold.
+* 64-bit hashes: uniform random bits with the top bit set (imagehash's pHash has its DC
+  bit set in practice; the other bits of real pHashes are close to balanced), and 2% of
+  the images get a copy of another's hash with 0..t+2 bits flipped.
+
+``--store`` also builds a store holding n synthetic images (DuckDB rows, LanceDB vectors and
+cached hashes; no image files, so nothing is decoded) and times ``find_duplicates`` end to
+end: loading, all stages, grouping and saving the run.
+
+``--verify`` also runs the brute-force searches (blocked full-dimension products and all-
+pairs popcounts) and checks the fast searches return exactly the same pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from imgdb import dedup
+
+
+def make_vectors(n: int, dim: int, rng: np.random.Generator, dup_frac: float, family_frac: float) -> np.ndarray:
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    basis = q.astype(np.float32)
+    lam = np.arange(1, dim, dtype=np.float64) ** -1.1
+    lam = lam / lam.sum() * 0.75
+    scale = np.sqrt(lam).astype(np.float32)
+    X = np.empty((n, dim), np.float32)
+    step = 8192
+    for s in range(0, n, step):  # in blocks: the coefficient matrix would be another n x dim
+        m = min(step, n - s)
+        coef = rng.standard_normal((m, dim - 1), dtype=np.float32) * scale
+        X[s:s + m] = np.sqrt(0.25, dtype=np.float32) * basis[0] + coef @ basis[1:]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    # Families: members share most of a base vector (different photos of one thing).
+    n_fam = int(n * family_frac)
+    members = rng.choice(n, size=n_fam, replace=False)
+    for chunk in np.array_split(members, max(1, n_fam // 4)):
+        base = X[chunk[0]]
+        w = rng.uniform(0.55, 0.75, size=(len(chunk) - 1, 1)).astype(np.float32)
+        X[chunk[1:]] = w * base + (1 - w) * X[chunk[1:]]
+    # Planted near-duplicates: a copy plus small isotropic noise.
+    n_dup = int(n * dup_frac)
+    src = rng.choice(n, size=n_dup, replace=False)
+    dst = rng.choice(np.setdiff1d(np.arange(n), src), size=n_dup, replace=False)
+    sigma = rng.uniform(0.1, 0.3, size=(n_dup, 1)).astype(np.float32)
+    X[dst] = X[src] + sigma * rng.standard_normal((n_dup, dim), dtype=np.float32) / np.sqrt(dim, dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X
+
+
+def make_hashes(n: int, rng: np.random.Generator, dup_frac: float, t: int) -> np.ndarray:
+    h = rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64) | np.uint64(1 << 63)
+    n_dup = int(n * dup_frac)
+    src = rng.choice(n, size=n_dup, replace=False)
+    dst = rng.choice(np.setdiff1d(np.arange(n), src), size=n_dup, replace=False)
+    for s, d in zip(src.tolist(), dst.tolist()):
+        x = int(h[s])
+        for bit in rng.choice(63, size=int(rng.integers(0, t + 3)), replace=False).tolist():
+            x ^= 1 << bit
+        h[d] = x
+    return h
+
+
+def brute_hash_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:
+    out: set[tuple[int, int]] = set()
+    block = 64
+    for r0 in range(0, len(h), block):
+        d = dedup._popcount64(h[r0:r0 + block, None] ^ h[None, r0:]).reshape(-1, len(h) - r0)
+        ii, jj = np.nonzero(d <= t)
+        ok = jj > ii
+        out.update(zip((ii[ok] + r0).tolist(), (jj[ok] + r0).tolist()))
+    return out
+
+
+def bench_store(X: np.ndarray, phash: np.ndarray) -> dict:
+    """find_duplicates at the defaults on a store of len(X) synthetic images."""
+    import hashlib
+    import tempfile
+    from dataclasses import dataclass
+
+    from imgdb.store import Store
+
+    @dataclass(frozen=True)
+    class Spec:  # what Store.register_model reads
+        key: str = "synthetic-000000000000"
+        name: str = "synthetic"
+        sha256: str = "0" * 64
+        dim: int = X.shape[1]
+        size: tuple = (224, 224)
+        path: str = "synthetic.onnx"
+        license: str = ""
+        provenance: dict | None = None
+
+    n = len(X)
+    ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+    rng = np.random.default_rng(5)
+    dhash = rng.integers(0, 2**63, size=n, dtype=np.int64).astype(np.uint64)
+    pixels = [hashlib.sha256(f"px{i}".encode()).hexdigest() for i in range(n)]
+    for i in range(0, n, 500):  # a few pixel-identical pairs
+        pixels[i + 1] = pixels[i]
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "db", write=True) as store:
+        t0 = time.perf_counter()
+        spec = Spec()
+        store.register_model(spec)
+        for s in range(0, n, 20000):
+            store.add_vectors(spec.key, ids[s:s + 20000], X[s:s + 20000])
+        store.query("INSERT INTO images SELECT unnest(?), 640, 480, 'JPEG', unnest(?), ?, now(), NULL",
+                    [ids, [100_000 + i for i in range(n)], spec.key])
+        store.query("INSERT INTO sources (image_id, source, kind, page_url, fetched_at) "
+                    "SELECT unnest(?), unnest(?), 'file', '', now()", [ids, [f"/synthetic/{i}.jpg" for i in range(n)]])
+        dedup.ensure_schema(store)
+        store.query("INSERT INTO image_hashes SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), "
+                    "unnest(?), ?, NULL, now()",
+                    [ids, [int(x) for x in phash], [int(x) for x in dhash], pixels, dedup.HASHER])
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result = dedup.find_duplicates(store, model_key=spec.key)
+        secs = time.perf_counter() - t0
+    timings = {k: round(v, 2) for k, v in result.stats["timings"].items()}
+    print(f"synthetic store built in {build:.1f} s; find_duplicates stages: {timings}")
+    return {"stage": "find_duplicates", "method": "whole run on a store (defaults)", "threshold": None,
+            "pairs": len(result.pairs), "candidates": result.stats.get("embedding_search", {}).get("candidates"),
+            "groups": len(result.groups), "seconds": round(secs, 2), "timings": timings,
+            "peak_rss_mb": round(peak_rss_mb())}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--cosine", type=float, default=dedup.COSINE_MIN)
+    ap.add_argument("--phash", type=int, nargs="+", default=[4, dedup.PHASH_MAX_DISTANCE, 8, 10])
+    ap.add_argument("--reduced-dim", type=int, nargs="+", default=[128])
+    ap.add_argument("--verify", action="store_true", help="also run brute force and compare (slow)")
+    ap.add_argument("--store", action="store_true", help="also time find_duplicates on a synthetic store")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("bench-results/dupes-bench.json"))
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    rows: list[dict] = []
+    print(f"{os.cpu_count()} cores; n = {args.n:,}, dim = {args.dim}")
+
+    t0 = time.perf_counter()
+    X = make_vectors(args.n, args.dim, rng, dup_frac=0.02, family_frac=0.10)
+    print(f"made vectors in {time.perf_counter() - t0:.1f} s")
+
+    table = []
+    for k in args.reduced_dim:
+        st: dict = {}
+        t0 = time.perf_counter()
+        a, b, s = dedup.embedding_pairs(X, args.cosine, reduced_dim=k, stats=st)
+        secs = time.perf_counter() - t0
+        row = {"stage": "embedding", "method": f"pca{k}+residual bound, exact re-score" if k else "blocked exact",
+               "threshold": args.cosine, "pairs": int(len(a)), "candidates": st.get("candidates"),
+               "dense_tiles": st.get("dense_tiles"), "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb())}
+        rows.append(row)
+        table.append(row)
+        print(row, flush=True)
+        found = set(zip(a.tolist(), b.tolist()))
+    if args.verify:
+        t0 = time.perf_counter()
+        a, b, s = dedup.embedding_pairs(X, args.cosine, reduced_dim=0)
+        secs = time.perf_counter() - t0
+        exact = set(zip(a.tolist(), b.tolist()))
+        row = {"stage": "embedding", "method": "blocked exact (full 1280-d, verify)", "threshold": args.cosine,
+               "pairs": len(exact), "candidates": None, "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb()),
+               "same_pairs_as_fast": exact == found}
+        rows.append(row)
+        table.append(row)
+        print(row, flush=True)
+    emb_pairs = found
+    if args.store:
+        row = bench_store(X, make_hashes(args.n, np.random.default_rng(args.seed + 99), 0.02, dedup.PHASH_MAX_DISTANCE))
+        rows.append(row)
+        table.append(row)
+        print(row, flush=True)
+    del X
+
+    hash_pairs: list[tuple[int, int]] = []
+    for t in args.phash:
+        h = make_hashes(args.n, np.random.default_rng(args.seed + t), dup_frac=0.02, t=t)
+        t0 = time.perf_counter()
+        a, b, d = dedup.hash_pairs(h, t)
+        secs = time.perf_counter() - t0
+        row = {"stage": "phash", "method": f"{t + 1} bands", "threshold": t, "pairs": int(len(a)), "candidates": None,
+               "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb())}
+        if args.verify and t == dedup.PHASH_MAX_DISTANCE:
+            t1 = time.perf_counter()
+            brute = brute_hash_pairs(h, t)
+            row["brute_force_seconds"] = round(time.perf_counter() - t1, 2)
+            row["same_pairs_as_brute_force"] = brute == set(zip(a.tolist(), b.tolist()))
+        rows.append(row)
+        table.append(row)
+        print(row, flush=True)
+        if t == dedup.PHASH_MAX_DISTANCE or not hash_pairs:
+            hash_pairs = list(zip(a.tolist(), b.tolist()))
+
+    # Grouping the union, strongest stage first, as find_duplicates does.
+    t0 = time.perf_counter()
+    groups = dedup.group_without_chaining(hash_pairs + sorted(emb_pairs))
+    secs = time.perf_counter() - t0
+    row = {"stage": "grouping", "method": "complete linkage", "threshold": None,
+           "pairs": len(hash_pairs) + len(emb_pairs), "candidates": None, "groups": len(groups),
+           "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb())}
+    rows.append(row)
+    table.append(row)
+    print(row, flush=True)
+
+    print(f"\n| stage | method | threshold | pairs found | candidates re-scored | seconds |")
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['stage']} | {r['method']} | {r['threshold'] if r['threshold'] is not None else '-'} | "
+              f"{r['pairs']:,} | {r['candidates'] if r['candidates'] is not None else '-'} | {r['seconds']} |")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"n": args.n, "dim": args.dim, "cores": os.cpu_count(), "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
