@@ -117,6 +117,88 @@ def similar(
         rows(list(data[0]) if data else [], [tuple(d.values()) for d in data], fmt=fmt)
 
 
+clusters_app = typer.Typer(help="Cluster the collection (PCA + KMeans or agglomerative), show and export clusters.",
+                           no_args_is_help=True)
+app.add_typer(clusters_app, name="clusters")
+Run = Annotated[Optional[int], typer.Argument(help="Clustering run id [default: the latest].", show_default=False)]
+
+
+@clusters_app.command("fit")
+def clusters_fit(
+    db: Db = None,
+    method: Annotated[str, typer.Option(help="kmeans, agglomerative or minibatch.")] = "kmeans",
+    pca: Annotated[int, typer.Option(min=0, help="PCA components before clustering; 0 = off.")] = 100,
+    k: Annotated[str, typer.Option("--k", help="Number of clusters, or 'auto'.")] = "auto",
+    k_range: Annotated[str, typer.Option(help="Range of k tried by --k auto, as LO..HI.")] = "2..30",
+    select: Annotated[str, typer.Option(help="How --k auto picks: peak (imgdb), silhouette (recipe B), elbow (recipe A).")] = "peak",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same clusters.")] = 0,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for the PNG plots [default: <store>/plots/run-N].")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Run recipe B's grid (methods x k) and print silhouettes instead.")] = False,
+    json: Json = False,
+) -> None:
+    """Cluster every image and save the run (parameters, scores per k, assignments) in the store."""
+    from .cluster import compare_at, fit_at
+    from .present import cluster_compare, cluster_fit, print_json
+
+    with _errors():
+        lo_hi = _k_range(k_range)
+        store_path = db or default_store_path()
+        if compare:
+            result = compare_at(store_path, pca=pca, k_range=lo_hi, seed=seed)
+            print_json(_asdict(result)) if json else cluster_compare(result)
+            return
+        run, paths = fit_at(store_path, plots=plots, method=method, pca=pca, k=_k_value(k), k_range=lo_hi,
+                            select=select, seed=seed)
+    if json:
+        print_json({"run_id": run.run_id, "k": run.k, "select": run.select_rule, "choices": run.choices,
+                    "silhouette": run.silhouette, "sizes": run.sizes, "scores": run.scores_json(),
+                    "plots": [str(p) for p in paths], "warnings": run.warnings})
+    else:
+        cluster_fit(run, paths)
+
+
+@clusters_app.command("show")
+def clusters_show(run: Run = None, db: Db = None, json: Json = False) -> None:
+    """A table of a run's clusters: size, representative image (medoid), top sites."""
+    from .cluster import show_at
+    from .present import cluster_show, print_json
+
+    with _errors():
+        run_id, clusters = show_at(db or default_store_path(), run)
+    print_json({"run_id": run_id, "clusters": [_asdict(c) for c in clusters]}) if json else cluster_show(run_id, clusters)
+
+
+@clusters_app.command("export")
+def clusters_export(
+    to: Annotated[Path, typer.Option("--to", help="Folder to write (one sub-folder per cluster, index.html).")],
+    run: Run = None,
+    db: Db = None,
+    mode: Annotated[str, typer.Option(help="copy, hardlink or symlink.")] = "copy",
+) -> None:
+    """One folder per cluster, a contact sheet per cluster and a browsable index.html."""
+    from .cluster import export_at
+    from .present import console
+
+    with _errors():
+        index = export_at(db or default_store_path(), run, to, mode)
+    console.print(f"wrote {index}")
+
+
+def _k_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("..")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(lo) > int(hi):
+        raise typer.BadParameter(f"--k-range wants LO..HI, e.g. 2..30, not {text!r}")
+    return int(lo), int(hi)
+
+
+def _k_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"--k wants a positive number or 'auto', not {text!r}")
+    return int(text)
+
+
 dupes_app = typer.Typer(help="Near-duplicate groups from identical bytes, pixels, perceptual hash and embeddings.")
 app.add_typer(dupes_app, name="dupes")
 
@@ -132,6 +214,7 @@ def dupes(
     cosine: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, show_default=False, help="Least embedding cosine for a pair [default: 0.94, calibrated].")] = None,
     keep: Annotated[str, typer.Option(help="Which member to mark as kept: largest, smallest, earliest, latest.")] = "largest",
+    html: Annotated[Optional[Path], typer.Option(help="Also write a browsable gallery of the groups to this folder.")] = None,
     json: Json = False,
     csv: Csv = False,
 ) -> None:
@@ -143,7 +226,7 @@ def dupes(
 
     fmt = _fmt(json, csv)
     with _errors():
-        result = dupes_at(db or default_store_path(), methods=method or DEFAULT_METHODS, keep=keep,
+        result = dupes_at(db or default_store_path(), methods=method or DEFAULT_METHODS, keep=keep, html=html,
                           phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
                           cosine_min=COSINE_MIN if cosine is None else cosine)
     if fmt == "json":

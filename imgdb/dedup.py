@@ -967,11 +967,20 @@ def latest_groups(store: Store, run_id: int | None = None) -> list[Group]:
 
 
 def dupes_at(db: Any, *, methods: Sequence[str] = DEFAULT_METHODS, phash_max_distance: int = PHASH_MAX_DISTANCE,
-             cosine_min: float = COSINE_MIN, keep: str = "largest") -> DupeResult:
-    """What ``imgdb dupes`` does: open the store for writing, find and save the groups."""
+             cosine_min: float = COSINE_MIN, keep: str = "largest", html: Any = None) -> DupeResult:
+    """What ``imgdb dupes`` does: find and save the groups; ``html``: also write a gallery there."""
     with Store.open(db, write=True) as store:
-        return find_duplicates(store, methods=methods, phash_max_distance=phash_max_distance,
-                               cosine_min=cosine_min, keep=keep)
+        result = find_duplicates(store, methods=methods, phash_max_distance=phash_max_distance,
+                                 cosine_min=cosine_min, keep=keep)
+        if html is not None:
+            from .export import GalleryGroup, write_gallery
+
+            write_gallery(store, [
+                GalleryGroup(f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}", g.ids,
+                             note=f"kept: {g.keep_id[:12]} (first)")
+                for g in result.groups
+            ], html, title=f"imgdb duplicate groups, run {result.run_id}")
+        return result
 
 
 def reject_at(db: Any, a: str, b: str) -> tuple[str, str]:

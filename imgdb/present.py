@@ -154,3 +154,58 @@ def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
                 data.append((g.group_id, g.stage, g.best_score, m.image_id == g.keep_id, m.image_id, m.stage,
                              m.score, m.width, m.height, source))
     return columns, data
+
+
+def cluster_fit(run: Any, plots: list[Any]) -> None:
+    """The k sweep, the chosen k and why, and where the plots went."""
+    table = Table(title=f"clustering run {run.run_id}: {run.method}, PCA {run.pca or 'off'}, k = {run.k} ({run.select_rule})")
+    for name in ("k", "distortion", "silhouette", "picked by"):
+        table.add_column(name, justify="right" if name != "picked by" else "left")
+    by_k: dict[int, list[str]] = {}
+    for rule, k in run.choices.items():
+        by_k.setdefault(k, []).append(rule)
+    for s in run.scores:
+        sil = "" if s.silhouette is None else f"{s.silhouette:.3f}"
+        table.add_row(str(s.k), f"{s.distortion:.1f}", sil, ", ".join(sorted(by_k.get(s.k, []))))
+    if run.scores:
+        console.print(table)
+    sizes = run.sizes
+    console.print(f"run {run.run_id}: {len(run.ids)} images in {run.k} clusters (largest {max(sizes)}, smallest {min(sizes)})"
+                  + (f", silhouette {run.silhouette:.3f}" if run.silhouette is not None else ""))
+    for warning in run.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    for path in plots:
+        console.print(f"plot: {path}")
+
+
+def cluster_compare(result: Any) -> None:
+    methods = sorted({r.method for r in result.rows})
+    ks = sorted({r.k for r in result.rows})
+    table = Table(title="recipe B: silhouette per method and k (winner in bold)")
+    table.add_column("k", justify="right")
+    for m in methods:
+        table.add_column(m, justify="right")
+    cell = {(r.method, r.k): r for r in result.rows}
+    for k in ks:
+        values = []
+        for m in methods:
+            r = cell.get((m, k))
+            text = "" if r is None or r.silhouette is None else f"{r.silhouette:.3f}"
+            if r is result.winner:
+                text = f"[bold]{text}[/]"
+            values.append(text)
+        table.add_row(str(k), *values)
+    console.print(table)
+    console.print(f"winner (best silhouette): {result.winner.method}, k = {result.winner.k}; "
+                  + "imgdb's peak rule: " + ", ".join(f"{m} k = {k}" for m, k in sorted(result.peak.items())))
+
+
+def cluster_show(run_id: int, clusters: list[Any]) -> None:
+    table = Table(title=f"clusters of run {run_id}")
+    for name, justify in (("cluster", "right"), ("size", "right"), ("medoid", "left"), ("medoid source", "left"),
+                          ("top sites", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for c in clusters:
+        sites = ", ".join(f"{s} ({n})" for s, n in c.top_sites)
+        table.add_row(str(c.cluster), str(c.size), c.medoid[:12], c.medoid_source or "", sites)
+    console.print(table)

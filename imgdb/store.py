@@ -172,9 +172,12 @@ class Store:
             self.con = _connect_duckdb(self.path / DUCKDB_FILE, read_only=not write)
             if write:
                 self.con.execute(_SCHEMA)
-                from .dedup import SCHEMA as DEDUP_SCHEMA  # analysis tables; imported late, dedup imports store
+                # Analysis tables, imported late: dedup and cluster import store.
+                from .cluster import SCHEMA as CLUSTER_SCHEMA
+                from .dedup import SCHEMA as DEDUP_SCHEMA
 
                 self.con.execute(DEDUP_SCHEMA)
+                self.con.execute(CLUSTER_SCHEMA)
             import lancedb
 
             self.lance = lancedb.connect(str(self.path / "vectors"))

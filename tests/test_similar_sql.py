@@ -156,3 +156,25 @@ def test_cli_dupes_json_csv_reject_and_sql_views(collection):
     assert views[0]["n"] == len(again)
     bad = runner.invoke(app, ["dupes", "--db", db, "--method", "nonsense"])
     assert bad.exit_code == 1
+
+
+def test_cli_clusters_fit_show_export(collection, tmp_path):
+    db = str(collection / "db")
+    fit = runner.invoke(app, ["clusters", "fit", "--db", db, "--k-range", "2..8", "--plots", str(tmp_path / "plots"), "--json"])
+    assert fit.exit_code == 0, fit.output
+    run = json.loads(fit.stdout)
+    assert run["k"] == 6 and sorted(run["sizes"]) == [3] * 6  # each photo with its two copies
+    assert all(Path(p).exists() for p in run["plots"])
+    shown = json.loads(runner.invoke(app, ["clusters", "show", str(run["run_id"]), "--db", db, "--json"]).stdout)
+    assert [c["size"] for c in shown["clusters"]] == [3] * 6
+    compare = runner.invoke(app, ["clusters", "fit", "--db", db, "--compare", "--k-range", "2..8"])
+    assert compare.exit_code == 0 and "winner" in compare.stdout
+    exported = runner.invoke(app, ["clusters", "export", "--db", db, "--to", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.output
+    assert len([p for p in (tmp_path / "out").iterdir() if p.name.startswith("cluster-")]) == 6
+    members = json.loads(runner.invoke(app, ["sql", "SELECT count(*) AS n FROM clusters", "--db", db, "--json"]).stdout)
+    assert members == [{"n": 18}]
+    bad = runner.invoke(app, ["clusters", "fit", "--db", db, "--k-range", "9..2"])
+    assert bad.exit_code != 0
+    html = runner.invoke(app, ["dupes", "--db", db, "--html", str(tmp_path / "dupes")])
+    assert html.exit_code == 0 and (tmp_path / "dupes" / "index.html").exists()
