@@ -272,3 +272,10 @@ def test_embedding_search_is_exact():
         want = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(full >= t, 1)))}
         assert set(zip(a.tolist(), b.tolist())) == want and len(want) > 100
         assert np.allclose(s, full[a, b], atol=1e-5)
+
+
+def test_a_member_needs_only_a_loose_match_with_the_others():
+    # A crop (B) and a thumbnail (C) of A: each a strict duplicate of A, not of each other.
+    edges = [("A", "B"), ("A", "C")]
+    assert dedup.group_without_chaining(edges) == [["A", "B"]]
+    assert dedup.group_without_chaining(edges, lambda x, y: {x, y} == {"B", "C"}) == [["A", "B", "C"]]

@@ -255,3 +255,26 @@ def test_unreachable_start_page_is_an_error_and_stores_nothing(tmp_path, embedde
             ingest(store, [f"http://127.0.0.1:{port}/"], embedder, shop_options())
         assert store.image_ids() == set()
         assert store.query("SELECT status FROM runs") == [("failed",)]
+
+
+def test_vectors_are_kept_per_model(tmp_path, embedder):
+    """A second model (here: the same weights under another name) gets its own vectors."""
+    import json
+    import shutil
+
+    spec = embedder.spec
+    shutil.copy(spec.path, tmp_path / "other.onnx")
+    raw = json.loads(spec.path.with_suffix(".json").read_text())
+    raw.update(name="other", file="other.onnx")
+    (tmp_path / "other.json").write_text(json.dumps(raw))
+    other = Embedder(ModelSpec.load(tmp_path / "other.onnx"))
+    (tmp_path / "pics").mkdir()
+    for seed in range(3):
+        (tmp_path / "pics" / f"{seed}.png").write_bytes(images.png_bytes(images.photo(seed, (96, 72))))
+    with Store.open(tmp_path / "db", write=True) as store:
+        ingest(store, [str(tmp_path / "pics")], embedder)
+        again = ingest(store, [str(tmp_path / "pics")], other)
+        assert again.new == 0 and again.already_stored == 3
+        models = {m["name"]: m["vectors"] for m in store.info()["models"]}
+        assert models == {"efficientnet-lite0": 3, "other": 3}
+        assert store.vector_ids(other.spec.key) == store.vector_ids(embedder.spec.key) == store.image_ids()
