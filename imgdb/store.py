@@ -48,7 +48,7 @@ from .errors import StoreBusy, StoreError, UsageError
 
 DUCKDB_FILE = "imgdb.duckdb"
 #: Below this many vectors search is an exact flat scan; above it an IVF_RQ index is kept.
-EXACT_MAX_ROWS = 10_000
+EXACT_MAX_ROWS = 5_000
 _SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS run_ids START 1;
 CREATE TABLE IF NOT EXISTS runs (
