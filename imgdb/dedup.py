@@ -53,6 +53,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -219,7 +220,7 @@ def _has_tables(store: Store, *names: str) -> bool:
 def resolve_image(store: Store, ref: str) -> str:
     """An image id from a full id, a unique id prefix (>= 6 hex chars) or a source path/URL."""
     ref = ref.strip()
-    rows = store.query("SELECT DISTINCT image_id FROM sources WHERE source = ?", [ref])
+    rows = store.query("SELECT DISTINCT image_id FROM sources WHERE source IN (?, ?)", [ref, str(Path(ref).resolve())])
     if len(rows) == 1:
         return rows[0][0]
     if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
@@ -913,6 +914,19 @@ def _pick_keep(members: list[Member], policy: str) -> Member:
 
 
 def _save_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]) -> int:
+    """One transaction: a Ctrl-C never leaves a half-saved run as the latest."""
+    with store._lock:
+        store.con.execute("BEGIN")
+        try:
+            run_id = _insert_run(store, params, stats, pairs, groups)
+            store.con.execute("COMMIT")
+        except BaseException:
+            store.con.execute("ROLLBACK")
+            raise
+    return run_id
+
+
+def _insert_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]) -> int:
     run_id = int(store.query(
         "INSERT INTO dupe_runs (created_at, params, stats) VALUES (?, ?, ?) RETURNING id",
         [utcnow(), json.dumps(params), json.dumps(stats, default=str)],
@@ -973,9 +987,9 @@ def dupes_at(db: Any, *, methods: Sequence[str] = DEFAULT_METHODS, phash_max_dis
         result = find_duplicates(store, methods=methods, phash_max_distance=phash_max_distance,
                                  cosine_min=cosine_min, keep=keep)
         if html is not None:
-            from .export import GalleryGroup, write_gallery
+            from .export import GalleryGroup, export_groups
 
-            write_gallery(store, [
+            export_groups(store, [
                 GalleryGroup(f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}", g.ids,
                              note=f"kept: {g.keep_id[:12]} (first)")
                 for g in result.groups

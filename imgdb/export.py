@@ -367,6 +367,20 @@ def _prepare_target(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _claim(out: Path, entries: list[str], **meta: Any) -> None:
+    """Prepare ``out``, recording what this export will write *before* writing it, so an
+    interrupted export is still recognised (and cleaned) as ours next time."""
+    _prepare_target(out)
+    (out / MARKER).write_text(json.dumps({**meta, "entries": entries}, indent=1))
+
+
+def export_groups(store: Store, groups: Sequence[GalleryGroup], to: Path | str, title: str) -> Path:
+    """A gallery of titled groups in a folder of its own (``imgdb dupes --html``)."""
+    out = Path(to)
+    _claim(out, ["index.html", "images", "sheets"])
+    return write_gallery(store, groups, out, title)
+
+
 def export_clusters(
     store: Store,
     run_id: int | None,
@@ -388,7 +402,6 @@ def export_clusters(
         raise UsageError(f"unknown export mode {mode!r} (use one of: {', '.join(MODES)})")
     run_id = resolve_run(store, run_id)
     out = Path(to)
-    _prepare_target(out)
     (k, method, n_images, model) = store.query(
         "SELECT k, method, n_images, model FROM cluster_runs WHERE id = ?", [run_id]
     )[0]
@@ -400,14 +413,14 @@ def export_clusters(
     info = _image_info(store, [i for ids in members.values() for i in ids])
     summaries = {s.cluster: s for s in show(store, run_id)}
     width = max(3, len(str(max(members, default=0))))
+    folders = {c: f"cluster-{c:0{width}d}" for c in members}
+    # thumbs/ is not listed: thumbnails are named by image id, so a re-export reuses them.
+    _claim(out, ["index.html", "sheets", *folders.values()], run_id=run_id, mode=mode)
     links: dict[str, str] = {}
     groups: list[GalleryGroup] = []
-    # thumbs/ is not listed: thumbnails are named by image id, so a re-export reuses them.
-    entries = ["index.html", "sheets"]
     for c, ids in sorted(members.items()):
-        folder = f"cluster-{c:0{width}d}"
-        (out / folder).mkdir()
-        entries.append(folder)
+        folder = folders[c]
+        (out / folder).mkdir(exist_ok=True)
         for rank, image_id in enumerate(ids, start=1):
             name = export_name(rank, image_id, info.get(image_id))
             _materialise(store.blob_path(image_id), out / folder / name, mode)
@@ -416,7 +429,6 @@ def export_clusters(
         sites = ", ".join(f"{site}: {n}" for site, n in summary.top_sites) if summary else ""
         note = f"most typical image first; top sites: {sites}" if sites else "most typical image first"
         groups.append(GalleryGroup(f"Cluster {c}", ids, note=note, links=[("folder", folder + "/")]))
-    (out / MARKER).write_text(json.dumps({"run_id": run_id, "mode": mode, "entries": entries}, indent=1))
     kind = {"copy": "copies", "hardlink": "hard links into the store", "symlink": "symbolic links into the store"}[mode]
     intro = f"Clustering run {run_id}: {method}, k = {k}, {n_images} images, model {model}; files are {kind}."
     return write_gallery(store, groups, out, f"imgdb clusters: run {run_id}", intro=intro, image_links=links,

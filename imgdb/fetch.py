@@ -267,7 +267,9 @@ class Fetcher:
                         status = resp.status_code
                         content = b""
                         if 200 <= status < 300:
-                            if kind == "image" and self.policy.respect_robots:
+                            # Also for a "page" URL that turns out to be an image itself.
+                            is_image = resp.headers.get("content-type", "").lower().startswith("image/")
+                            if (kind == "image" or is_image) and self.policy.respect_robots:
                                 _check_x_robots_tag(url, resp.headers)
                             content = await self._read_body(url, resp, kind)
                         return _Response(str(resp.url), status, resp.headers, content)

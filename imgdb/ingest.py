@@ -194,11 +194,11 @@ class Processor:
 
     def _prepare(self, cand: Candidate) -> _Prepared:
         """Worker thread: bytes -> id, and pixels -> tensor unless already embedded."""
-        if cand.known_id and cand.known_id in self.embedded:
+        if cand.known_id and cand.known_id in self.embedded and cand.known_id in self.stored:
             return _Prepared(cand.known_id, None)
         data = cand.data if cand.data is not None else _read(cand.path)
         image_id = hashlib.sha256(data).hexdigest()
-        if image_id in self.embedded:
+        if image_id in self.embedded and image_id in self.stored:
             return _Prepared(image_id, None)
         decoded = decode(data, target=self.spec.decode_target)
         tensor = self.spec.preprocess(decoded.image)

@@ -29,17 +29,12 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .errors import UsageError
+from .sql import VIEWS, check_single_statement
 from .store import EXACT_MAX_ROWS, Store
 
 NPROBES = 50
 REFINE_FACTOR = 10
 
-# Columns a --where predicate may use: one row per (image, source).
-FILTER_VIEW = """
-SELECT i.id, i.width, i.height, i.format, i.bytes, i.added_at,
-       s.source, s.kind, s.page_url, s.site, s.alt, s.title, s.content_type, s.fetched_at
-FROM images i LEFT JOIN sources s ON s.image_id = i.id
-"""
 
 
 @dataclass
@@ -106,7 +101,10 @@ def _query_bytes(query: str) -> bytes:
     path = Path(query)
     if not path.is_file():
         raise UsageError(f"{query} is not a stored image id, an image file or an http(s) URL")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {query}: {exc.strerror}") from None
 
 
 async def _fetch(url: str) -> bytes:
@@ -168,7 +166,9 @@ def _filter_ids(store: Store, where: str) -> set[str]:
     import duckdb
 
     try:
-        rows = store.query(f"SELECT DISTINCT id FROM ({FILTER_VIEW}) WHERE {where}")
+        check_single_statement(f"SELECT 1 WHERE {where}")
+        # --where sees the columns of the image_sources view that `imgdb sql` offers.
+        rows = store.query(f"SELECT DISTINCT id FROM ({VIEWS['image_sources']}) WHERE {where}")
     except duckdb.Error as exc:
         raise UsageError(f"bad --where: {str(exc).splitlines()[0]}") from None
     return {r[0] for r in rows}
@@ -203,9 +203,11 @@ def describe(store: Store, hits: list[tuple[str, float]]) -> list[Match]:
     )
     meta = {r[0]: r for r in rows}
     matches = []
-    for rank, (image_id, sim) in enumerate(hits, 1):
-        _, w, h, fmt, size, source = meta.get(image_id, (image_id, 0, 0, "?", 0, None))
-        matches.append(Match(rank, round(sim, 4), image_id, source, w, h, fmt, size))
+    # A vector without an images row (a killed ingest a writer has not repaired yet) is skipped.
+    for image_id, sim in hits:
+        if image_id in meta:
+            _, w, h, fmt, size, source = meta[image_id]
+            matches.append(Match(len(matches) + 1, round(sim, 4), image_id, source, w, h, fmt, size))
     return matches
 
 

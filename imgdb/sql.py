@@ -40,10 +40,23 @@ def add_views(store: Store) -> None:
             pass
 
 
+def check_single_statement(sql: str) -> None:
+    """Refuse "x; COPY ... TO" and friends: one statement, and read-only (see Store)."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise UsageError(f"give exactly one SQL statement, not {len(statements)}")
+
+
 def run_sql(store: Store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows of one query; a SQL error is a one-line UsageError."""
     import duckdb
 
+    check_single_statement(sql)
     add_views(store)
     try:
         with store._lock:

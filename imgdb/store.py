@@ -198,10 +198,11 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        con = getattr(self, "con", None)
-        if con is not None:
-            con.close()
-            self.con = None
+        with self._lock:  # never under a batch another thread is still writing
+            con = getattr(self, "con", None)
+            if con is not None:
+                con.close()
+                self.con = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
             self._lock_file = None
@@ -335,29 +336,30 @@ class Store:
 
         if not images:
             return
-        ids = [im.id for im in images]
-        self._journal.write_text(json.dumps({"model": model_key, "ids": ids}))
-        for im in images:
-            self._put_blob(im.id, im.data)
-        dim = vectors.shape[1]
-        table = pa.table(
-            {"id": ids, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim)}
-        )
-        self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
-        now = utcnow()
-        with self._lock:
-            self.con.execute("BEGIN")
-            try:
-                self._bulk_insert(
-                    "images", "ON CONFLICT DO NOTHING",
-                    [[im.id, im.width, im.height, im.format, len(im.data), model_key, now, run_id] for im in images],
-                )
-                self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
-                self.con.execute("COMMIT")
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-        self._journal.unlink(missing_ok=True)
+        with self._lock:  # one batch at a time, and close() waits for it
+            ids = [im.id for im in images]
+            self._journal.write_text(json.dumps({"model": model_key, "ids": ids}))
+            for im in images:
+                self._put_blob(im.id, im.data)
+            dim = vectors.shape[1]
+            table = pa.table(
+                {"id": ids, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim)}
+            )
+            self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+            now = utcnow()
+            with self._lock:
+                self.con.execute("BEGIN")
+                try:
+                    self._bulk_insert(
+                        "images", "ON CONFLICT DO NOTHING",
+                        [[im.id, im.width, im.height, im.format, len(im.data), model_key, now, run_id] for im in images],
+                    )
+                    self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
+                    self.con.execute("COMMIT")
+                except BaseException:
+                    self.con.execute("ROLLBACK")
+                    raise
+            self._journal.unlink(missing_ok=True)
 
     def add_vectors(self, model_key: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Vectors for images already stored (embedding them with another model)."""
@@ -480,14 +482,18 @@ class Store:
     def known_urls(self) -> dict[str, str]:
         """URL -> image id for every URL source, so re-runs skip known downloads."""
         with self._lock:
-            rows = self.con.execute("SELECT source, image_id FROM sources WHERE kind = 'url'").fetchall()
+            rows = self.con.execute(
+                "SELECT source, arg_max(image_id, fetched_at) FROM sources WHERE kind = 'url' GROUP BY source"
+            ).fetchall()
         return dict(rows)
 
     def known_files(self) -> dict[str, tuple[str, int, float]]:
         """Path -> (image id, size, mtime), so re-runs skip unchanged files unread."""
         with self._lock:
+            # A path whose content changed has a row per version: the latest one counts.
             rows = self.con.execute(
-                "SELECT source, image_id, file_size, file_mtime FROM sources WHERE kind = 'file'"
+                "SELECT source, arg_max(image_id, fetched_at), arg_max(file_size, fetched_at), "
+                "arg_max(file_mtime, fetched_at) FROM sources WHERE kind = 'file' GROUP BY source"
             ).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
@@ -521,8 +527,10 @@ class Store:
 def _connect_duckdb(path: Path, *, read_only: bool) -> Any:
     import duckdb
 
+    # Readers run users' SQL (`imgdb sql`, --where): no files or network beyond the store.
+    config = {"enable_external_access": False} if read_only else {}
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise StoreBusy(f"store {path.parent} is busy: another imgdb process is writing to it") from None

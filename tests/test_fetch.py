@@ -344,8 +344,12 @@ def test_x_robots_tag_on_images(http_server: LocalServer) -> None:
         assert info.value.reason == "x-robots-tag", value
     for n, value in enumerate(harmless, start=len(refusing)):
         assert fetch(http_server.url(f"/{n}.jpg"), kind="image").content == b"img", value
-    # Pages are not images; and the user may explicitly opt out of robots rules.
-    assert fetch(http_server.url("/0.jpg"), kind="page").content == b"img"
+    # A "page" URL that answers with an image is an image (imgdb ingest https://x/a.jpg).
+    with pytest.raises(NoAIRefused):
+        fetch(http_server.url("/0.jpg"), kind="page")
+    http_server.route("/page.html", "<p>hi</p>", headers={"X-Robots-Tag": "noai"})
+    assert fetch(http_server.url("/page.html"), kind="page").status == 200
+    # The user may explicitly opt out of robots rules.
     assert fetch(http_server.url("/0.jpg"), replace(FAST, respect_robots=False), kind="image").status == 200
 
 

@@ -178,3 +178,24 @@ def test_cli_clusters_fit_show_export(collection, tmp_path):
     assert bad.exit_code != 0
     html = runner.invoke(app, ["dupes", "--db", db, "--html", str(tmp_path / "dupes")])
     assert html.exit_code == 0 and (tmp_path / "dupes" / "index.html").exists()
+
+
+def test_sql_refuses_several_statements_and_file_access(collection, tmp_path):
+    target = tmp_path / "leak.csv"
+    with Store.open(collection / "db") as store:
+        with pytest.raises(UsageError, match="exactly one"):
+            run_sql(store, "SELECT 1; SELECT 2")
+        with pytest.raises(UsageError):
+            run_sql(store, f"COPY (SELECT * FROM images) TO '{target}'")
+        with pytest.raises(UsageError):
+            similar(store, str(collection / "pics" / "p1.jpg"), where=f"true; COPY (SELECT 1) TO '{target}'")
+    assert not target.exists()
+
+
+def test_dupes_html_never_writes_into_a_foreign_folder(collection, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("my own page")
+    result = runner.invoke(app, ["dupes", "--db", str(collection / "db"), "--html", str(mine)])
+    assert result.exit_code == 1
+    assert (mine / "index.html").read_text() == "my own page"
