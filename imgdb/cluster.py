@@ -908,16 +908,7 @@ def _plot_distortion(run: ClusterRun, path: Path) -> Path:
     if elbow in by_k:
         ax.plot([elbow], [by_k[elbow].distortion], "s", ms=10, mfc="none", mec="#d62728", mew=2,
                 label=f"elbow (Kneedle): k = {elbow}")
-    if run.k in by_k:
-        ax.axvline(run.k, color="#2ca02c", ls="--", lw=1, label=f"chosen ({run.select_rule}): k = {run.k}")
-    ax.set_xlabel("k")
-    ax.set_ylabel("distortion")
-    ax.set_title(_title(run), fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return _finish_k_plot(fig, ax, run, "distortion", path)
 
 
 def _plot_silhouette(run: ClusterRun, path: Path) -> Path:
@@ -935,10 +926,15 @@ def _plot_silhouette(run: ClusterRun, path: Path) -> Path:
             k = run.choices.get(rule)
             if k in ks:
                 ax.plot([k], [sil[ks.index(k)]], marker, ms=11, mfc="none", mew=2, label=f"{rule}: k = {k}")
-    if run.k:
+    return _finish_k_plot(fig, ax, run, "mean silhouette", path)
+
+
+def _finish_k_plot(fig: Any, ax: Any, run: ClusterRun, ylabel: str, path: Path) -> Path:
+    """The chosen k, labels, legend; then save."""
+    if run.k in {s.k for s in run.scores}:
         ax.axvline(run.k, color="#2ca02c", ls="--", lw=1, label=f"chosen ({run.select_rule}): k = {run.k}")
     ax.set_xlabel("k")
-    ax.set_ylabel("mean silhouette")
+    ax.set_ylabel(ylabel)
     ax.set_title(_title(run), fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
