@@ -146,6 +146,9 @@ class Embedder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle pool threads sleep instead of spinning, so they leave the CPU to the decode
+        # threads between batches (ingest) and to other work (search).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session: onnxruntime.InferenceSession = ort.InferenceSession(
                 str(spec.path), options, providers=["CPUExecutionProvider"]

@@ -1,0 +1,402 @@
+"""Ingest throughput: decode alone, model alone, and the whole decode+embed+store path.
+
+Usage:
+    python scripts/bench_ingest.py [--folder PATH [--limit N]] [--n 400] [--size 800x600]
+        [--repeats 3] [--batch-size 16] [--decode-workers 2] [--threads 2]
+        [--model PATH] [--out bench-results/ingest.json] [--quiet-wait 60]
+
+Without ``--folder`` it writes ``--n`` photo-like JPEGs (smooth noise + shapes, quality 90)
+to a temp folder and measures on those; with it, on the image files under PATH (sorted as
+ingest walks them, at most ``--limit``). Each stage runs ``--repeats`` times; the tables
+show the median images/second:
+
+1. decode  - read bytes + sha256 + ``decode(target=spec.decode_target)`` + ``spec.preprocess``,
+             on one thread and on a pool of ``--decode-workers`` threads (as ingest does);
+2. model   - ``Embedder(spec, threads=T).embed_arrays`` on pre-made tensors, ``--batch-size`` a call
+             (the same number of images, cycling through at most 256 tensors);
+3. whole   - ``ingest()`` of the folder into a fresh temp store (decode + embed + store).
+
+``--batch-size``, ``--decode-workers`` and ``--threads`` (onnxruntime intra-op threads) take
+comma-separated lists, e.g. ``--batch-size 8,16,32``: every combination is measured, the
+repeats interleaved so that a noisy moment hits all of them alike, and listed in a tuning
+table; the summary table shows the first combination.
+
+A shared machine skews the numbers, so every timed run records the share of the machine's
+CPU that other processes used meanwhile ("others"), and before each run the script waits
+(up to ``--quiet-wait`` seconds) until other processes use under 15% of the CPUs.
+Results go to ``--out`` as JSON, and the tables as text beside it (same name, ``.txt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnxruntime
+from PIL import Image, ImageDraw
+
+from imgdb.decode import decode
+from imgdb.embed import Embedder, ModelSpec
+from imgdb.errors import DecodeError
+from imgdb.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
+from imgdb.store import Store
+
+TARGET_RATIO = 0.90  # the issue: whole path >= 90% of the model-alone rate
+TARGET_RATE = 60.0  # the issue: >= 60 images/s end to end for 800px JPEGs
+QUIET_SHARE = 0.15  # "quiet": other processes use less than this share of all CPUs
+MODEL_TENSORS = 256  # model alone cycles through this many pre-made tensors (0.6 MB each)
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+
+
+def make_photo(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """A photo-like picture: smooth coloured noise, a few flat shapes, mild grain."""
+    w, h = size
+    channels = [
+        np.asarray(Image.fromarray((rng.random((6, 8)) * 255).astype(np.uint8), "L").resize((w, h), Image.Resampling.BICUBIC))
+        for _ in range(3)
+    ]
+    img = Image.fromarray(np.stack(channels, axis=-1), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(4, 10))):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        box = (x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    grain = rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.float32) + grain, 0, 255).astype(np.uint8), "RGB")
+
+
+def generate_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
+    """Write n quality-90 JPEGs into folder; returns their paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        buf = io.BytesIO()
+        make_photo(rng, size).save(buf, "JPEG", quality=90)
+        path = folder / f"img_{i:05d}.jpg"
+        path.write_bytes(buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+def list_images(folder: Path, limit: int | None) -> list[Path]:
+    """Image files under folder in ingest's walk order (sorted, no dot-names), at most limit."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root, f) for f in sorted(files)
+                  if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
+    return found[:limit] if limit else found
+
+
+def usable(paths: list[Path], spec: ModelSpec) -> list[Path]:
+    """The files that decode (reading them all also warms the page cache for every stage)."""
+    good = []
+    for p in paths:
+        try:
+            prepare(p, spec)
+        except (DecodeError, OSError):
+            continue
+        good.append(p)
+    return good
+
+
+def link_subset(paths: list[Path], folder: Path) -> Path:
+    """A folder of symlinks to exactly these files, so ingest() sees the same set."""
+    for i, p in enumerate(paths):
+        (folder / f"{i:06d}{p.suffix.lower()}").symlink_to(p.resolve())
+    return folder
+
+
+# ---------------------------------------------------------------------------------------
+# contention: how much of the machine other processes use
+
+
+def _busy_seconds() -> float | None:
+    """CPU-seconds all processes have used since boot (Linux /proc/stat), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class Contention:
+    """Measures the share of all CPUs that *other* processes used between start and stop."""
+
+    def start(self) -> None:
+        self.busy, self.own, self.wall = _busy_seconds(), _own_seconds(), time.perf_counter()
+
+    def stop(self) -> float | None:
+        busy = _busy_seconds()
+        if busy is None or self.busy is None:
+            return None
+        wall = time.perf_counter() - self.wall
+        others = (busy - self.busy) - (_own_seconds() - self.own)
+        return max(0.0, others / (wall * (os.cpu_count() or 1)))
+
+
+def wait_for_quiet(max_wait: float) -> float | None:
+    """Sample 1 s windows until other processes use < QUIET_SHARE of the CPUs (or max_wait)."""
+    deadline = time.monotonic() + max_wait
+    probe = Contention()
+    while True:
+        probe.start()
+        time.sleep(1.0)
+        share = probe.stop()
+        if share is None or share < QUIET_SHARE or time.monotonic() >= deadline:
+            return share
+
+
+# ---------------------------------------------------------------------------------------
+# stages: each returns images per second for one run
+
+
+def prepare(path: Path, spec: ModelSpec) -> np.ndarray:
+    """What an ingest worker does for one new file: read, hash, decode, preprocess."""
+    data = path.read_bytes()
+    hashlib.sha256(data).hexdigest()
+    return spec.preprocess(decode(data, target=spec.decode_target).image)
+
+
+def run_decode(paths: list[Path], spec: ModelSpec, workers: int) -> float:
+    start = time.perf_counter()
+    if workers <= 1:
+        for p in paths:
+            prepare(p, spec)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(lambda p: prepare(p, spec), paths):
+                pass
+    return len(paths) / (time.perf_counter() - start)
+
+
+def run_model(embedder: Embedder, tensors: np.ndarray, n: int, batch_size: int) -> float:
+    """Embed n images in batches, cycling through the pre-made tensors."""
+    embedder.embed_arrays(tensors[:batch_size])  # warm-up: the first call allocates
+    batches = [tensors[i:i + batch_size] for i in range(0, len(tensors), batch_size)]
+    done = 0
+    start = time.perf_counter()
+    for batch in itertools.cycle(batches):
+        batch = batch[:n - done]
+        embedder.embed_arrays(batch)
+        done += len(batch)
+        if done >= n:
+            break
+    return done / (time.perf_counter() - start)
+
+
+def run_whole(folder: Path, n: int, embedder: Embedder, batch_size: int, workers: int) -> float:
+    """ingest() of folder into a fresh temp store; times the ingest call only."""
+    options = IngestOptions(batch_size=batch_size, decode_workers=workers)
+    with tempfile.TemporaryDirectory(prefix="imgdb-bench-store-") as tmp, Store.open(tmp, write=True) as store:
+        start = time.perf_counter()
+        summary = ingest(store, [str(folder)], embedder, options)
+        seconds = time.perf_counter() - start
+    handled = summary.new + summary.already_stored  # byte-identical files count once in new
+    if handled != n:
+        raise SystemExit(f"ingest handled {handled} of {n} images (failed: {dict(summary.failed)})")
+    return n / seconds
+
+
+class Runs:
+    """Collects (rate, others-share) per named measurement; waits for quiet before each run."""
+
+    def __init__(self, quiet_wait: float):
+        self.quiet_wait = quiet_wait
+        self.runs: dict[str, list[dict[str, float | None]]] = {}
+
+    def measure(self, name: str, fn: Callable[[], float]) -> None:
+        if self.quiet_wait > 0:
+            wait_for_quiet(self.quiet_wait)
+        probe = Contention()
+        probe.start()
+        rate = fn()
+        self.runs.setdefault(name, []).append({"rate": rate, "others": probe.stop()})
+
+    def median(self, name: str) -> float:
+        return statistics.median(r["rate"] for r in self.runs[name])  # type: ignore[misc]
+
+    def quiet_median(self, name: str) -> float | None:
+        """Median over the runs during which other processes used < QUIET_SHARE of the CPUs."""
+        quiet = [r["rate"] for r in self.runs[name] if r["others"] is not None and r["others"] < QUIET_SHARE]
+        return statistics.median(quiet) if quiet else None  # type: ignore[type-var]
+
+    def others(self, name: str) -> float | None:
+        shares = [r["others"] for r in self.runs[name] if r["others"] is not None]
+        return statistics.median(shares) if shares else None
+
+
+# ---------------------------------------------------------------------------------------
+# reporting
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "pillow": Image.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "IMGDB_THREADS": os.environ.get("IMGDB_THREADS"),
+    }
+
+
+def render(title: str, header: list[str], rows: list[list[Any]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([title, line(cells[0]), line(["-" * w for w in widths]), *(line(r) for r in cells[1:])])
+
+
+def pct(share: float | None) -> str:
+    return "?" if share is None else f"{share:.0%}"
+
+
+def fmt(value: float | None, spec: str = "{:.1f}") -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--folder", type=Path, help="measure on the images under this folder (default: generated JPEGs)")
+    ap.add_argument("--limit", type=int, help="at most this many images from --folder")
+    ap.add_argument("--n", type=int, default=400, help="how many JPEGs to generate (default 400)")
+    ap.add_argument("--size", type=parse_size, default=(800, 600), help="generated size WxH (default 800x600)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=parse_ints, default=[IngestOptions.batch_size], help="ingest batch size(s)")
+    ap.add_argument("--decode-workers", type=parse_ints, default=[IngestOptions.decode_workers], help="decode thread(s)")
+    ap.add_argument("--threads", type=parse_ints, default=[2], help="onnxruntime intra-op thread(s) (default 2)")
+    ap.add_argument("--model", help="model .json or .onnx (default: the bundled one)")
+    ap.add_argument("--out", type=Path, default=Path("bench-results/ingest.json"))
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="before each run, wait up to this many seconds for other processes to calm down (0: never)")
+    args = ap.parse_args(argv)
+
+    spec = ModelSpec.load(args.model)
+    machine = machine_info()
+    print(f"machine: {machine['cpu_count']} CPUs, onnxruntime {machine['onnxruntime']}, Pillow {machine['pillow']}, "
+          f"numpy {machine['numpy']}, Python {machine['python']}; model {spec.key}; "
+          f"load average {(machine['loadavg_at_start'] or [float('nan')])[0]:.2f}", flush=True)
+    combos = list(itertools.product(args.threads, args.batch_size, args.decode_workers))
+    runs = Runs(args.quiet_wait)
+
+    with tempfile.TemporaryDirectory(prefix="imgdb-bench-") as tmp:
+        if args.folder:
+            found = list_images(args.folder, args.limit)
+            paths = usable(found, spec)
+            if not paths:
+                raise SystemExit(f"no decodable images under {args.folder}")
+            # ingest() must see exactly these files: link them when some are left out.
+            folder = link_subset(paths, Path(tmp)) if len(paths) < len(found) or args.limit else args.folder
+            skipped = f", {len(found) - len(paths)} undecodable left out" if len(paths) < len(found) else ""
+            source = f"{args.folder} ({len(paths)} images{skipped})"
+        else:
+            paths = generate_jpegs(Path(tmp), args.n, args.size)
+            folder = Path(tmp)
+            source = f"generated: {args.n} JPEGs {args.size[0]}x{args.size[1]} q90"
+        n = len(paths)
+        print(f"images: {source}", flush=True)
+        tensors = np.stack([prepare(p, spec) for p in paths[:MODEL_TENSORS]])
+        embedders = {t: Embedder(spec, threads=t) for t in args.threads}
+
+        for r in range(args.repeats):
+            for w in sorted({1, *args.decode_workers}):
+                runs.measure(f"decode/{w}", lambda w=w: run_decode(paths, spec, w))
+            for t, b in dict.fromkeys((t, b) for t, b, _ in combos):
+                runs.measure(f"model/{t}/{b}", lambda t=t, b=b: run_model(embedders[t], tensors, n, b))
+            for t, b, w in combos:
+                runs.measure(f"whole/{t}/{b}/{w}", lambda t=t, b=b, w=w: run_whole(folder, n, embedders[t], b, w))
+            print(f"  repeat {r + 1}/{args.repeats} done; " + ", ".join(
+                f"t{t} b{b} w{w}: whole {runs.runs[f'whole/{t}/{b}/{w}'][-1]['rate']:.0f} img/s" for t, b, w in combos), flush=True)
+
+    results = []
+    for t, b, w in combos:
+        row = {
+            "threads": t, "batch_size": b, "decode_workers": w,
+            "decode_1": runs.median("decode/1"), "decode_pool": runs.median(f"decode/{w}"),
+            "model": runs.median(f"model/{t}/{b}"), "whole": runs.median(f"whole/{t}/{b}/{w}"),
+            "others_whole": runs.others(f"whole/{t}/{b}/{w}"),
+            "model_quiet": runs.quiet_median(f"model/{t}/{b}"), "whole_quiet": runs.quiet_median(f"whole/{t}/{b}/{w}"),
+        }
+        row["ratio"] = row["whole"] / row["model"]
+        row["ratio_quiet"] = row["whole_quiet"] / row["model_quiet"] if row["whole_quiet"] and row["model_quiet"] else None
+        results.append(row)
+
+    first = results[0]
+    t, b, w = combos[0]
+    title = (f"ingest throughput, median of {args.repeats} ({source}; {machine['cpu_count']} CPUs, "
+             f"onnxruntime {machine['onnxruntime']})")
+    stages = [("decode, 1 thread", "decode/1"), (f"decode, {w} workers", f"decode/{w}"),
+              (f"model alone (batch {b}, {t} ort threads)", f"model/{t}/{b}"), ("whole path: ingest()", f"whole/{t}/{b}/{w}")]
+    rows = [[label, f"{runs.median(name):.1f}", fmt(runs.quiet_median(name)), pct(runs.others(name))] for label, name in stages]
+    rows.append([f"ratio whole / model (target >= {TARGET_RATIO:.0%})", f"{first['ratio']:.1%}",
+                 fmt(first["ratio_quiet"], "{:.1%}"), ""])
+    text = render(title, ["stage", "img/s", "quiet runs", "others"], rows)
+    verdict = [f"whole/model >= {TARGET_RATIO:.0%}: {'yes' if first['ratio'] >= TARGET_RATIO else 'NO'}"]
+    if not args.folder:
+        verdict.append(f"end to end >= {TARGET_RATE:.0f} img/s: {'yes' if first['whole'] >= TARGET_RATE else 'NO'}")
+    text += "\n" + "; ".join(verdict)
+    text += (f"\n(others = median share of all CPUs used by other processes during the runs; "
+             f"quiet runs = median of the runs with others < {QUIET_SHARE:.0%})")
+    if len(results) > 1:
+        rows = [[r["threads"], r["batch_size"], r["decode_workers"], f"{r['decode_pool']:.1f}", f"{r['model']:.1f}",
+                 f"{r['whole']:.1f}", f"{r['ratio']:.1%}", pct(r["others_whole"]), fmt(r["model_quiet"]),
+                 fmt(r["whole_quiet"]), fmt(r["ratio_quiet"], "{:.1%}")] for r in results]
+        text += "\n\n" + render(
+            f"tuning (medians, img/s; 'quiet' = median of the runs with others < {QUIET_SHARE:.0%})",
+            ["ort threads", "batch", "decode workers", "decode", "model", "whole", "whole/model", "others",
+             "model quiet", "whole quiet", "ratio quiet"], rows)
+    print()
+    print(text)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": machine, "model": spec.key, "images": source, "n": n, "repeats": args.repeats,
+        "targets": {"ratio": TARGET_RATIO, "rate": TARGET_RATE}, "results": results, "runs": runs.runs,
+    }, indent=2) + "\n")
+    args.out.with_suffix(".txt").write_text(text + "\n")
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.txt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
