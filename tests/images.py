@@ -19,6 +19,7 @@ import struct
 import zlib
 
 import numpy as np
+from imgdb.demo_site import _hsv, _shade  # one colour helper for demo and tests
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 Size = tuple[int, int]
@@ -55,15 +56,6 @@ def _palette(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
         val = rng.uniform(0.35, 1.0)
         cols.append(_hsv(hue, sat, val))
     return cols
-
-
-def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
-    """HSV in [0, 1] to an RGB byte triple (avoids colorsys float noise in seeds)."""
-    i = int(h * 6) % 6
-    f = h * 6 - int(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    r, g, b = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 def _draw_random_shape(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: Size, colour) -> None:
@@ -111,11 +103,6 @@ def _gradient(size: Size, c0, c1, angle: float) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     t = ((xx / w - 0.5) * np.cos(angle) + (yy / h - 0.5) * np.sin(angle) + 0.5).clip(0, 1)[..., None]
     return np.asarray(c0, np.float32) * (1 - t) + np.asarray(c1, np.float32) * t
-
-
-def _shade(rgb, k: float) -> tuple[int, int, int]:
-    """rgb scaled by k (k < 1 darker, k > 1 lighter), clipped."""
-    return tuple(int(min(255, max(0, c * k))) for c in rgb)
 
 
 def _scene_collage(rng, size, pal) -> Image.Image:
