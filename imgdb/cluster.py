@@ -311,23 +311,15 @@ def _has_schema(store: Store) -> bool:
 
 def default_model(store: Store) -> str:
     """The model most images were ingested with."""
-    rows = store.query("SELECT model, count(*) FROM images GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1")
-    if not rows:
+    key = store.main_model()
+    if key is None:
         raise UsageError(f"the store at {store.path} has no images: run `imgdb ingest` first")
-    return str(rows[0][0])
+    return key
 
 
 def load_vectors(store: Store, model_key: str) -> tuple[list[str], np.ndarray]:
     """Every stored image's vector for ``model_key``, sorted by id (so sampling is reproducible)."""
-    table = store.vectors(model_key).to_arrow()
-    ids = table.column("id").to_pylist()
-    if not ids:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    col = table.column("vector").combine_chunks()
-    vectors = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), -1)
-    known = store.image_ids()  # after a crash repair vectors are a subset of images; be strict anyway
-    order = sorted((i for i, image_id in enumerate(ids) if image_id in known), key=ids.__getitem__)
-    return [ids[i] for i in order], vectors[order]
+    return store.all_vectors(model_key)
 
 
 # ---------------------------------------------------------------------------------------

@@ -223,12 +223,9 @@ def resolve_image(store: Store, ref: str) -> str:
     rows = store.query("SELECT DISTINCT image_id FROM sources WHERE source IN (?, ?)", [ref, str(Path(ref).resolve())])
     if len(rows) == 1:
         return rows[0][0]
-    if len(ref) >= 6 and all(c in "0123456789abcdef" for c in ref.lower()):
-        rows = store.query("SELECT id FROM images WHERE starts_with(id, ?) LIMIT 2", [ref.lower()])
-        if len(rows) == 1:
-            return rows[0][0]
-        if len(rows) > 1:
-            raise UsageError(f"image id prefix {ref!r} is ambiguous; give more characters")
+    image_id = store.image_by_prefix(ref)
+    if image_id is not None:
+        return image_id
     raise UsageError(f"no image {ref!r} in {store.path} (give an image id, an id prefix or a source path/URL)")
 
 
@@ -866,21 +863,14 @@ def _cached_count(store: Store) -> int:
 
 
 def default_model(store: Store) -> str | None:
-    rows = store.query("SELECT model FROM images GROUP BY model ORDER BY count(*) DESC, model LIMIT 1")
-    return rows[0][0] if rows else None
+    return store.main_model()
 
 
 def load_vectors(store: Store, model_key: str, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """(indices into ``ids``, float32 matrix) of the images that have a vector for the model."""
-    table = store.vectors(model_key).to_arrow()
-    vid = table.column("id").to_pylist()
-    col = table.column("vector").combine_chunks()
-    dim = col.type.list_size
-    X = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(vid), dim)
-    keep = np.asarray([i for i, v in enumerate(vid) if v in index], dtype=np.int64)
-    pos = np.asarray([index[vid[i]] for i in keep], dtype=np.int64)
-    order = np.argsort(pos)
-    return pos[order], X[keep[order]] if len(keep) else np.zeros((0, dim), np.float32)
+    vid, X = store.all_vectors(model_key)  # sorted by id, as ``index`` is
+    keep = [row for row, v in enumerate(vid) if v in index]
+    return np.asarray([index[vid[row]] for row in keep], dtype=np.int64), X[keep]
 
 
 def _image_info(store: Store, ids: list[str]) -> dict[str, Member]:

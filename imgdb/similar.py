@@ -6,8 +6,7 @@ Search is exact below ``EXACT_MAX_ROWS`` vectors and approximate above it:
   keep up to date, recall 1 by definition;
 * approximate: an IVF_RQ index on the model's table, built once when the table passes
   ``EXACT_MAX_ROWS`` and extended by ``optimize()`` after each ingest
-  (``Store.maintain_vectors``) (rows added since
-  are scanned flat until then), queried with ``nprobes`` partitions and candidates
+  (``Store.maintain_vectors``; rows added since are scanned flat until then), queried with ``nprobes`` partitions and candidates
   re-ranked by exact distance (``refine_factor``), which keeps recall@10 near 1; without
   the re-ranking recall fell to 0.43 in the issue's measurements.
 
@@ -61,23 +60,13 @@ class Query:
     label: str
 
 
-def resolve_id(store: Store, text: str) -> str | None:
-    """A full id, or a unique prefix of at least 6 hex digits, else None."""
-    if not re.fullmatch(r"[0-9a-f]{6,64}", text):
-        return None
-    rows = store.query("SELECT id FROM images WHERE starts_with(id, ?) LIMIT 2", [text])
-    if len(rows) > 1:
-        raise UsageError(f"id prefix {text} is ambiguous; give more digits")
-    return rows[0][0] if rows else None
-
-
 def load_query(store: Store, query: str, spec: Any, embedder_factory: Any) -> Query:
     """Turn FILE|URL|ID into a vector in the store's space for ``spec``."""
-    image_id = resolve_id(store, query)
+    image_id = store.image_by_prefix(query)
     if image_id is None:
         data = _query_bytes(query)
         digest = hashlib.sha256(data).hexdigest()
-        if digest in _ids_with_vectors(store, spec.key, [digest]):
+        if digest in store.get_vectors(spec.key, [digest]):
             image_id = digest
         else:
             from .decode import decode
@@ -89,10 +78,6 @@ def load_query(store: Store, query: str, spec: Any, embedder_factory: Any) -> Qu
     if image_id not in vectors:
         raise UsageError(f"image {image_id[:12]} has no vector for model {spec.key}; ingest it with that model")
     return Query(vectors[image_id], image_id, query)
-
-
-def _ids_with_vectors(store: Store, model_key: str, ids: list[str]) -> set[str]:
-    return set(store.get_vectors(model_key, ids))
 
 
 def _query_bytes(query: str) -> bytes:

@@ -300,6 +300,36 @@ class Store:
             return set()
         return set(self.vectors(model_key).to_arrow().column("id").to_pylist())
 
+    def all_vectors(self, model_key: str) -> tuple[list[str], np.ndarray]:
+        """Every stored image's vector for ``model_key`` as (ids sorted, float32 matrix).
+
+        Sorted so that sampling is reproducible; vectors without an ``images`` row (a crash
+        a writer has not repaired yet) are left out.
+        """
+        table = self.vectors(model_key).to_arrow()
+        ids = table.column("id").to_pylist()
+        col = table.column("vector").combine_chunks()
+        dim = col.type.list_size
+        vectors = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), dim)
+        known = self.image_ids()
+        order = sorted((i for i, image_id in enumerate(ids) if image_id in known), key=ids.__getitem__)
+        return [ids[i] for i in order], vectors[order]
+
+    def main_model(self) -> str | None:
+        """The model most images were ingested with; None for an empty store."""
+        rows = self.query("SELECT model FROM images GROUP BY model ORDER BY count(*) DESC, model LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def image_by_prefix(self, text: str) -> str | None:
+        """The image whose id starts with ``text`` (>= 6 hex digits); None if no such image."""
+        text = text.strip().lower()
+        if not 6 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+            return None
+        rows = self.query("SELECT id FROM images WHERE starts_with(id, ?) LIMIT 2", [text])
+        if len(rows) > 1:
+            raise UsageError(f"image id prefix {text} is ambiguous; give more digits")
+        return rows[0][0] if rows else None
+
     def get_vectors(self, model_key: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:
             return {}
