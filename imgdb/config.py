@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import __version__
+from imgdb import __version__
 
 USER_AGENT = f"imgdb/{__version__} (+https://github.com/imgdb/imgdb; polite image crawler)"
 

@@ -48,10 +48,10 @@ import numpy as np
 import onnxruntime
 from PIL import Image, ImageDraw
 
-from imgdb.decode import decode
-from imgdb.embed import Embedder, ModelSpec
+from imgdb.imaging.decode import decode
+from imgdb.imaging.model import Embedder, ModelSpec
 from imgdb.errors import DecodeError
-from imgdb.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
+from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
 from imgdb.store import Store
 
 TARGET_RATIO = 0.90  # the issue: whole path >= 90% of the model-alone rate

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import imgdb.store
-from imgdb.similar import search
+from imgdb.search import search
 from imgdb.store import NewImage, SourceRow, Store
 
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from imgdb import dedup
-from imgdb.embed import Embedder, ModelSpec
-from imgdb.ingest import ingest
+from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 
 PHASH_GRID = list(range(0, 21))

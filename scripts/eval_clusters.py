@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from imgdb import cluster
+from imgdb import clustering as cluster
 from imgdb.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +119,8 @@ def image_labels(store: Store, labels: dict[str, dict[str, str]]) -> tuple[dict[
 
 def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.TemporaryDirectory | None]:
     """Ingest ``folder`` (skipped when ``db`` already has it) and reopen read-only."""
-    from imgdb.embed import Embedder, ModelSpec
-    from imgdb.ingest import ingest
+    from imgdb.imaging.model import Embedder, ModelSpec
+    from imgdb.acquire.ingest import ingest
 
     tmp = None
     if db is None:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imgdb.embed import Embedder, ModelSpec
-from imgdb.ingest import ingest
-from imgdb.similar import search
+from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.acquire.ingest import ingest
+from imgdb.search import search
 from imgdb.store import Store
 
 

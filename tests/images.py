@@ -19,7 +19,7 @@ import struct
 import zlib
 
 import numpy as np
-from imgdb.demo_site import _hsv, _shade  # one colour helper for demo and tests
+from imgdb.demo import _hsv, _shade  # one colour helper for demo and tests
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 Size = tuple[int, int]

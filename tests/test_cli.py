@@ -14,7 +14,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from imgdb.cli import app
-from imgdb.embed import ModelSpec
+from imgdb.imaging.model import ModelSpec
 from imgdb.store import Store
 from tests import images
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from imgdb import cluster
-from imgdb.embed import Embedder, ModelSpec
+from imgdb import clustering as cluster
+from imgdb.imaging.model import Embedder, ModelSpec
 from imgdb.errors import UsageError
-from imgdb.ingest import ingest
+from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 from tests import images
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgdb.crawl import ImageLink, parse_page, same_site
+from imgdb.acquire.crawl import ImageLink, parse_page, same_site
 
 PAGE = "https://shop.example/catalog/shoes/index.html"
 

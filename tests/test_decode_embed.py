@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgdb.decode import decode
-from imgdb.embed import Embedder, ModelSpec
+from imgdb.imaging.decode import decode
+from imgdb.imaging.model import Embedder, ModelSpec
 from imgdb.errors import DecodeError, ModelError
 from tests import images
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from imgdb import dedup
-from imgdb.embed import Embedder, ModelSpec
-from imgdb.ingest import ingest
+from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 from tests import images
 

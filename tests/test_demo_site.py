@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgdb.demo_site import HOST_TOKEN, SiteInfo, build_site, serve
+from imgdb.demo import HOST_TOKEN, SiteInfo, build_site, serve
 
 
 class _Refs(HTMLParser):

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from PIL import Image
 
-from imgdb import cluster
+from imgdb import clustering as cluster
 from imgdb.errors import UsageError
 from imgdb.export import GalleryGroup, export_clusters, safe_filename, write_gallery
 from imgdb.store import SourceRow, Store

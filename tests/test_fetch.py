@@ -24,7 +24,7 @@ from imgdb.errors import (
     TooLarge,
     TooManyRedirects,
 )
-from imgdb.fetch import Fetched, Fetcher, FetchPolicy
+from imgdb.acquire.fetch import Fetched, Fetcher, FetchPolicy
 from tests.server import LocalServer, Response
 
 # Small backoffs and timeouts keep the whole module to a few seconds.

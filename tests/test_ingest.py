@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgdb.embed import Embedder, ModelSpec
+from imgdb.imaging.model import Embedder, ModelSpec
 from imgdb.errors import ConnectFailed, UsageError
-from imgdb.fetch import FetchPolicy
-from imgdb.ingest import IngestOptions, ingest
+from imgdb.acquire.fetch import FetchPolicy
+from imgdb.acquire.ingest import IngestOptions, ingest
 from imgdb.store import Store
 from tests import images
 from tests.server import Response
@@ -101,7 +101,7 @@ def test_same_image_twice_gives_the_identical_vector(tmp_path, embedder):
         ingest(store, [str(tmp_path / "one.jpg")], embedder)
         image_id = hashlib.sha256(data).hexdigest()
         stored = store.get_vectors(embedder.spec.key, [image_id])[image_id]
-    from imgdb.decode import decode
+    from imgdb.imaging.decode import decode
 
     fresh = embedder.embed_images([decode(data, target=embedder.spec.decode_target).image])[0]
     assert np.array_equal(stored, fresh)

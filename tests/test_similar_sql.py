@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 import imgdb.store
 from imgdb.cli import app
-from imgdb.embed import Embedder, ModelSpec
+from imgdb.imaging.model import Embedder, ModelSpec
 from imgdb.errors import UsageError
-from imgdb.ingest import ingest
-from imgdb.similar import search, similar
-from imgdb.sql import run_sql
+from imgdb.acquire.ingest import ingest
+from imgdb.search import search, similar
+from imgdb.store.sql import run_sql
 from imgdb.store import Store
 from tests import images
 from tests.test_store import FakeSpec, new_image

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .decode import MAX_BYTES, decode
-from .embed import Embedder
-from .errors import DecodeError, FetchError, UsageError
-from .store import NewImage, SourceRow, Store
+from imgdb.imaging.decode import MAX_BYTES, decode
+from imgdb.imaging.model import Embedder
+from imgdb.errors import DecodeError, FetchError, UsageError
+from imgdb.store import NewImage, SourceRow, Store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -375,7 +375,7 @@ class _Crawler:
         self.start_errors: list[FetchError] = []
 
     async def run(self, urls: Sequence[str]) -> None:
-        from .fetch import FetchPolicy, Fetcher
+        from imgdb.acquire.fetch import FetchPolicy, Fetcher
 
         policy = self.options.fetch_policy or FetchPolicy()
         policy.respect_robots = self.options.respect_robots
@@ -413,7 +413,7 @@ class _Crawler:
 
     async def _page(self, url: str, *, is_start: bool = False) -> Any:
         """Fetch and parse one page (or reuse its last parse on 304) and queue its images."""
-        from .crawl import ImageLink, ParsedPage, parse_page
+        from imgdb.acquire.crawl import ImageLink, ParsedPage, parse_page
 
         self.reporter.found("pages")
         etag, last_modified, previous = (None, None, None) if self.options.refresh else self.store.page_state(url)
@@ -498,7 +498,7 @@ def ingest_into(
     options: IngestOptions | None = None, reporter: Reporter | None = None,
 ) -> IngestSummary:
     """Open the store for writing, load the model, and ``ingest``: what ``imgdb ingest`` does."""
-    from .embed import ModelSpec
+    from imgdb.imaging.model import ModelSpec
 
     if not targets:
         raise UsageError("nothing to ingest: give a URL, a folder or files")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DecodeError
+from imgdb.errors import DecodeError
 
 #: Byte cap for one image file (web bodies have their own cap in fetch.FetchPolicy).
 MAX_BYTES = 50 * 2**20

@@ -21,8 +21,8 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
-from .config import USER_AGENT
-from .errors import (
+from imgdb.config import USER_AGENT
+from imgdb.errors import (
     ConnectFailed,
     FetchError,
     FetchTimeout,

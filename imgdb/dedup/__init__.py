@@ -58,8 +58,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import DecodeError, UsageError
-from .store import Store, utcnow
+from imgdb.errors import DecodeError, UsageError
+from imgdb.store import Store, utcnow
 
 #: Stages in order of strength; a pair found by several keeps the strongest for grouping.
 STAGES = ("exact", "pixels", "phash", "dhash", "embedding")
@@ -279,7 +279,7 @@ def hash_image(image: Any) -> ImageHashes:
 
 def hash_bytes(data: bytes) -> ImageHashes:
     """Hashes of an encoded image, decoded at full size (``decode``: EXIF-rotated, alpha on white)."""
-    from .decode import decode
+    from imgdb.imaging.decode import decode
 
     try:
         return hash_image(decode(data).image)
@@ -977,7 +977,7 @@ def dupes_at(db: Any, *, methods: Sequence[str] = DEFAULT_METHODS, phash_max_dis
         result = find_duplicates(store, methods=methods, phash_max_distance=phash_max_distance,
                                  cosine_min=cosine_min, keep=keep)
         if html is not None:
-            from .export import GalleryGroup, export_groups
+            from imgdb.export import GalleryGroup, export_groups
 
             export_groups(store, [
                 GalleryGroup(f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}", g.ids,

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import UsageError
-from .store import Store
+from imgdb.errors import UsageError
+from imgdb.store import Store
 
 VIEWS = {
     "image_sources": """

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import UsageError
-from .sql import VIEWS, check_single_statement
-from .store import EXACT_MAX_ROWS, Store
+from imgdb.errors import UsageError
+from imgdb.store.sql import VIEWS, check_single_statement
+from imgdb.store import EXACT_MAX_ROWS, Store
 
 NPROBES = 50
 REFINE_FACTOR = 10
@@ -69,7 +69,7 @@ def load_query(store: Store, query: str, spec: Any, embedder_factory: Any) -> Qu
         if digest in store.get_vectors(spec.key, [digest]):
             image_id = digest
         else:
-            from .decode import decode
+            from imgdb.imaging.decode import decode
 
             decoded = decode(data, target=spec.decode_target)
             vector = embedder_factory().embed_images([decoded.image])[0]
@@ -93,7 +93,7 @@ def _query_bytes(query: str) -> bytes:
 
 
 async def _fetch(url: str) -> bytes:
-    from .fetch import Fetcher
+    from imgdb.acquire.fetch import Fetcher
 
     async with Fetcher() as fetcher:
         return (await fetcher.get(url, kind="image")).content
@@ -167,7 +167,7 @@ def similar(
     store: Store, query: str, *, model: str | Path | None = None, k: int = 10, where: str | None = None,
 ) -> tuple[Query, list[Match]]:
     """What ``imgdb similar`` shows: the query and its k nearest stored images."""
-    from .embed import Embedder, ModelSpec
+    from imgdb.imaging.model import Embedder, ModelSpec
 
     spec = ModelSpec.load(model)
     if not store.query("SELECT 1 FROM models WHERE key = ?", [spec.key]):
@@ -203,7 +203,7 @@ def similar_at(
 ) -> tuple[Query, list[Match]]:
     """Open the store at ``db`` (writing first only when ``add`` asks to store the query)."""
     if add and not re.fullmatch(r"[0-9a-f]{6,64}", query):
-        from .ingest import ingest_into
+        from imgdb.acquire.ingest import ingest_into
 
         ingest_into(db, [query], model=model)
     with Store.open(db) as store:

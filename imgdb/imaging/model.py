@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .config import DEFAULT_MODEL, models_dir
-from .errors import ModelError
+from imgdb.config import DEFAULT_MODEL, models_dir
+from imgdb.errors import ModelError
 
 if TYPE_CHECKING:
     import onnxruntime

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import default_store_path
-from .errors import ImgdbError
+from imgdb.config import default_store_path
+from imgdb.errors import ImgdbError
 
 app = typer.Typer(
     help="Turn web pages or folders of images into a searchable, deduplicated, clustered local collection.",
@@ -42,12 +42,12 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except ImgdbError as exc:
-        from .present import error
+        from imgdb.cli.present import error
 
         error(str(exc))
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        from .present import error
+        from imgdb.cli.present import error
 
         error("interrupted; run the same command again to finish the work")
         raise typer.Exit(130) from None
@@ -69,9 +69,9 @@ def ingest(
     json: Json = False,
 ) -> None:
     """Crawl a listing page (and its pagination), or walk folders, and store every image."""
-    from .fetch import FetchPolicy
-    from .ingest import IngestOptions, ingest_into
-    from .present import RichReporter, ingest_summary, print_json
+    from imgdb.acquire.fetch import FetchPolicy
+    from imgdb.acquire.ingest import IngestOptions, ingest_into
+    from imgdb.cli.present import RichReporter, ingest_summary, print_json
 
     policy = FetchPolicy(max_connections=concurrency, per_host=per_host, timeout=timeout)
     options = IngestOptions(pages=pages, depth=depth, max_images=max_images, refresh=refresh,
@@ -84,8 +84,8 @@ def ingest(
 @app.command()
 def info(db: Db = None, json: Json = False) -> None:
     """What the store holds: images, sources, sites, formats, models, size on disk."""
-    from .present import print_json, store_info
-    from .store import Store
+    from imgdb.cli.present import print_json, store_info
+    from imgdb.store import Store
 
     with _errors(), Store.open(db or default_store_path()) as store:
         data = store.info()
@@ -104,8 +104,8 @@ def similar(
     csv: Csv = False,
 ) -> None:
     """The stored images nearest to an image, as a table (or --json / --csv)."""
-    from .present import rows, similar_table
-    from .similar import similar_at
+    from imgdb.cli.present import rows, similar_table
+    from imgdb.search import similar_at
 
     fmt = _fmt(json, csv)
     with _errors():
@@ -137,8 +137,8 @@ def clusters_fit(
     json: Json = False,
 ) -> None:
     """Cluster every image and save the run (parameters, scores per k, assignments) in the store."""
-    from .cluster import compare_at, fit_at
-    from .present import cluster_compare, cluster_fit, print_json
+    from imgdb.clustering import compare_at, fit_at
+    from imgdb.cli.present import cluster_compare, cluster_fit, print_json
 
     with _errors():
         lo_hi = _k_range(k_range)
@@ -160,8 +160,8 @@ def clusters_fit(
 @clusters_app.command("show")
 def clusters_show(run: Run = None, db: Db = None, json: Json = False) -> None:
     """A table of a run's clusters: size, representative image (medoid), top sites."""
-    from .cluster import show_at
-    from .present import cluster_show, print_json
+    from imgdb.clustering import show_at
+    from imgdb.cli.present import cluster_show, print_json
 
     with _errors():
         run_id, clusters = show_at(db or default_store_path(), run)
@@ -176,8 +176,8 @@ def clusters_export(
     mode: Annotated[str, typer.Option(help="copy, hardlink or symlink.")] = "copy",
 ) -> None:
     """One folder per cluster, a contact sheet per cluster and a browsable index.html."""
-    from .cluster import export_at
-    from .present import console
+    from imgdb.clustering import export_at
+    from imgdb.cli.present import console
 
     with _errors():
         index = export_at(db or default_store_path(), run, to, mode)
@@ -221,8 +221,8 @@ def dupes(
     """Find near-duplicate groups (nothing is deleted); `imgdb dupes reject A B` to overrule a pair."""
     if ctx.invoked_subcommand:
         return
-    from .dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE, dupes_at
-    from .present import dupe_groups, dupe_rows, print_json, rows
+    from imgdb.dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE, dupes_at
+    from imgdb.cli.present import dupe_groups, dupe_rows, print_json, rows
 
     fmt = _fmt(json, csv)
     with _errors():
@@ -244,8 +244,8 @@ def dupes_reject(
     db: Db = None,
 ) -> None:
     """Remember that two images are not duplicates; every later run respects it."""
-    from .dedup import reject_at
-    from .present import console
+    from imgdb.dedup import reject_at
+    from imgdb.cli.present import console
 
     with _errors():
         ids = reject_at(db or default_store_path(), a, b)
@@ -266,9 +266,9 @@ def sql(
     csv: Csv = False,
 ) -> None:
     """SQL over the metadata: images, sources, image_sources, pages, runs, failures, clusters, dupes."""
-    from .present import rows
-    from .sql import run_sql
-    from .store import Store
+    from imgdb.cli.present import rows
+    from imgdb.store.sql import run_sql
+    from imgdb.store import Store
 
     with _errors(), Store.open(db or default_store_path()) as store:
         columns, data = run_sql(store, query)
@@ -286,8 +286,8 @@ def demo(
     db: Annotated[Path, typer.Option("--db", help="Where to build the demo store (recreated each run).")] = Path("imgdb-demo"),
 ) -> None:
     """Serve a small generated shop on 127.0.0.1 and ingest it (no internet needed)."""
-    from .demo_site import run_demo
-    from .present import RichReporter, console, ingest_summary, store_info
+    from imgdb.demo import run_demo
+    from imgdb.cli.present import RichReporter, console, ingest_summary, store_info
 
     with _errors(), RichReporter() as reporter:
         summary, data, url = run_demo(db, reporter=reporter)
@@ -295,6 +295,3 @@ def demo(
     ingest_summary(summary)
     store_info(data)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from .errors import ImgdbError, UsageError
-from .store import Store
+from imgdb.errors import ImgdbError, UsageError
+from imgdb.store import Store
 
 MODES = ("copy", "hardlink", "symlink")
 MARKER = ".imgdb-export.json"
@@ -163,7 +163,7 @@ def _thumbnail(store: Store, image_id: str, size: int) -> Any:
     """A small RGB Pillow image of a stored image; a grey placeholder if it cannot be decoded."""
     from PIL import Image, ImageDraw
 
-    from .decode import decode
+    from imgdb.imaging.decode import decode
 
     try:
         img = decode(store.read_blob(image_id), target=(size, size)).image
@@ -396,7 +396,7 @@ def export_clusters(
     links into the store). Hard links and symlinks share the store's bytes: do not edit
     those files in place. Returns the path of ``index.html``.
     """
-    from .cluster import resolve_run, show
+    from imgdb.clustering import resolve_run, show
 
     if mode not in MODES:
         raise UsageError(f"unknown export mode {mode!r} (use one of: {', '.join(MODES)})")

@@ -676,9 +676,9 @@ def run_demo(db: Path, *, reporter: Any = None) -> tuple[Any, dict[str, Any], st
     import shutil
     import tempfile
 
-    from .errors import UsageError
-    from .ingest import IngestOptions, ingest_into
-    from .store import Store
+    from imgdb.errors import UsageError
+    from imgdb.acquire.ingest import IngestOptions, ingest_into
+    from imgdb.store import Store
 
     db = Path(db)
     if db.exists():

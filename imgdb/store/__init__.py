@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import StoreBusy, StoreError, UsageError
+from imgdb.errors import StoreBusy, StoreError, UsageError
 
 DUCKDB_FILE = "imgdb.duckdb"
 #: Below this many vectors search is an exact flat scan; above it an IVF_RQ index is kept.
@@ -173,8 +173,8 @@ class Store:
             if write:
                 self.con.execute(_SCHEMA)
                 # Analysis tables, imported late: dedup and cluster import store.
-                from .cluster import SCHEMA as CLUSTER_SCHEMA
-                from .dedup import SCHEMA as DEDUP_SCHEMA
+                from imgdb.clustering import SCHEMA as CLUSTER_SCHEMA
+                from imgdb.dedup import SCHEMA as DEDUP_SCHEMA
 
                 self.con.execute(DEDUP_SCHEMA)
                 self.con.execute(CLUSTER_SCHEMA)

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
-from .store import Store, utcnow
+from imgdb.errors import UsageError
+from imgdb.store import Store, utcnow
 
 METHODS: tuple[str, ...] = ("kmeans", "agglomerative", "minibatch")
 RULES: tuple[str, ...] = ("peak", "silhouette", "elbow")
@@ -1007,7 +1007,7 @@ def show_at(db: Path, run_id: int | None = None) -> tuple[int, list[ClusterSumma
 
 def export_at(db: Path, run_id: int | None, to: Path, mode: str = "copy") -> Path:
     """``imgdb clusters export``: folders, contact sheets and index.html; returns its path."""
-    from .export import export_clusters
+    from imgdb.export import export_clusters
 
     with Store.open(db) as store:
         return export_clusters(store, run_id, to, mode)
