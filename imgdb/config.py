@@ -1,4 +1,16 @@
-"""Defaults and where things live. Nothing here imports anything heavy."""
+"""Every setting imgdb reads, its default, and the environment variable that overrides it.
+
+Nothing here imports anything heavy. The README's "Settings" table lists the same.
+
+=====================  ==================================  =================================
+setting                environment                         default
+=====================  ==================================  =================================
+store directory        ``IMGDB_DB`` (or ``--db``)          ``$XDG_DATA_HOME/imgdb``
+model threads          ``IMGDB_THREADS``                   every core
+clustering threads     ``IMGDB_CLUSTER_THREADS``           1
+exact-search limit     (``EXACT_MAX_ROWS``)                5,000 vectors per model
+=====================  ==================================  =================================
+"""
 
 from __future__ import annotations
 
@@ -12,6 +24,9 @@ USER_AGENT = f"imgdb/{__version__} (+https://github.com/imgdb/imgdb; polite imag
 #: The bundled model, shipped inside the package (models/ in the source tree).
 DEFAULT_MODEL = "efficientnet-lite0"
 
+#: Below this many vectors search is an exact flat scan; above it an IVF_RQ index is kept.
+EXACT_MAX_ROWS = 5_000
+
 
 def default_store_path() -> Path:
     """``$IMGDB_DB``, else ``$XDG_DATA_HOME/imgdb``, else ``~/.local/share/imgdb``."""
@@ -21,8 +36,23 @@ def default_store_path() -> Path:
     return Path(data_home) / "imgdb"
 
 
+def model_threads() -> int:
+    """onnxruntime's intra-op threads: ``$IMGDB_THREADS``, else every core."""
+    return _int_env("IMGDB_THREADS") or os.cpu_count() or 1
+
+
+def cluster_threads() -> int:
+    """BLAS/OpenMP threads while clustering: ``$IMGDB_CLUSTER_THREADS``, else 1."""
+    return _int_env("IMGDB_CLUSTER_THREADS") or 1
+
+
 def models_dir() -> Path:
     """Folder holding the bundled ONNX model and its JSON spec."""
     from importlib.resources import files
 
     return Path(str(files("imgdb.models")))
+
+
+def _int_env(name: str) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else 0

@@ -18,7 +18,8 @@ error's ``reason`` (a short, stable, SQL-friendly word) and never stop the run.
     │                         "truncated", "bomb", "svg", "empty", "too-large"
     ├── ModelError            ONNX model or its JSON spec is missing or inconsistent
     └── StoreError            the store cannot be opened or written
-        └── StoreBusy             another imgdb process holds the store
+        ├── StoreBusy             another imgdb process holds the store
+        └── ReadOnlyStore         a write through a store opened read-only
 """
 
 from __future__ import annotations
@@ -94,3 +95,7 @@ class StoreError(ImgdbError):
 
 class StoreBusy(StoreError):
     reason = "busy"
+
+
+class ReadOnlyStore(StoreError):
+    reason = "read-only"

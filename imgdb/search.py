@@ -28,8 +28,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from imgdb.errors import UsageError
-from imgdb.store.sql import VIEWS, check_single_statement
-from imgdb.store import EXACT_MAX_ROWS, Store
+from imgdb.store.sql import check_single_statement
+from imgdb import config
+from imgdb.store import Store
 
 NPROBES = 50
 REFINE_FACTOR = 10
@@ -128,7 +129,7 @@ def _search_within(store: Store, model_key: str, vector: np.ndarray, allowed: se
     table = store.vectors(model_key)
     total = table.count_rows()
     limit = max(100, k * 20)
-    while limit < total and len(allowed) > EXACT_MAX_ROWS:
+    while limit < total and len(allowed) > config.EXACT_MAX_ROWS:
         rows = _vector_query(table, vector, limit).to_arrow()
         hits = [(i, 1.0 - float(d)) for i, d in zip(rows.column("id").to_pylist(), rows.column("_distance").to_pylist())
                 if i in allowed and i != exclude]
@@ -153,7 +154,7 @@ def _filter_ids(store: Store, where: str) -> set[str]:
     try:
         check_single_statement(f"SELECT 1 WHERE {where}")
         # --where sees the columns of the image_sources view that `imgdb sql` offers.
-        rows = store.query(f"SELECT DISTINCT id FROM ({VIEWS['image_sources']}) WHERE {where}")
+        rows = store.query(f"SELECT DISTINCT id FROM image_sources WHERE {where}")
     except duckdb.Error as exc:
         raise UsageError(f"bad --where: {str(exc).splitlines()[0]}") from None
     return {r[0] for r in rows}

@@ -124,12 +124,11 @@ def bench_store(X: np.ndarray, phash: np.ndarray) -> dict:
         store.register_model(spec)
         for s in range(0, n, 20000):
             store.add_vectors(spec.key, ids[s:s + 20000], X[s:s + 20000])
-        store.query("INSERT INTO images SELECT unnest(?), 640, 480, 'JPEG', unnest(?), ?, now(), NULL",
+        store.query("INSERT INTO images (id, width, height, format, bytes, model, added_at, run_id) SELECT unnest(?), 640, 480, 'JPEG', unnest(?), ?, now(), NULL",
                     [ids, [100_000 + i for i in range(n)], spec.key])
         store.query("INSERT INTO sources (image_id, source, kind, page_url, fetched_at) "
                     "SELECT unnest(?), unnest(?), 'file', '', now()", [ids, [f"/synthetic/{i}.jpg" for i in range(n)]])
-        dedup.ensure_schema(store)
-        store.query("INSERT INTO image_hashes SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), "
+        store.query("INSERT INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), "
                     "unnest(?), ?, NULL, now()",
                     [ids, [int(x) for x in phash], [int(x) for x in dhash], pixels, dedup.HASHER])
         build = time.perf_counter() - t0

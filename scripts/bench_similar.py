@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-import imgdb.store
+import imgdb.config
 from imgdb.search import search
 from imgdb.store import NewImage, SourceRow, Store
 
@@ -88,7 +88,7 @@ def bench_size(n: int, dim: int, n_queries: int) -> dict[str, float]:
         flat_queries = queries[: min(n_queries, 10 if n > 200_000 else n_queries)]
         flat, flat_ms = timed_queries(store, spec.key, flat_queries)
         started = time.perf_counter()
-        imgdb.store.EXACT_MAX_ROWS = 0  # force the index at every size
+        imgdb.config.EXACT_MAX_ROWS = 0  # force the index at every size
         store.maintain_vectors(spec.key, n)
         build_s = time.perf_counter() - started
         ann, ann_ms = timed_queries(store, spec.key, queries)

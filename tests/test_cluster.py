@@ -138,7 +138,7 @@ def test_auto_k_finds_the_families(family_db, method):
 def test_fit_is_saved_for_sql_and_later_commands(family_db):
     with Store.open(family_db, write=True) as store:
         run = cluster.fit(store, k="auto", k_range=K_RANGE)
-        assert run.run_id is not None and cluster.latest_run_id(store) == run.run_id
+        assert run.run_id is not None and store.latest_run("clusters") == run.run_id
         (model, method, pca, k, rule, seed, n, params, scores, sil) = store.query(
             "SELECT model, method, pca, k, select_rule, seed, n_images, params, scores, silhouette "
             "FROM cluster_runs WHERE id = ?", [run.run_id])[0]
@@ -176,7 +176,6 @@ def test_fit_is_saved_for_sql_and_later_commands(family_db):
         second = cluster.fit(store, k=3)
         assert second.run_id == run.run_id + 1
         assert store.query("SELECT count(*) FROM cluster_members WHERE run_id = ?", [run.run_id]) == [(42,)]
-        cluster.ensure_schema(store)  # idempotent
 
 
 def test_fit_is_deterministic_for_a_seed(family_db):
@@ -250,7 +249,7 @@ def test_errors_are_usage_errors(family_db, tmp_path):
         with pytest.raises(UsageError, match="no clustering run 999"):
             cluster.show(store, 999)
     with Store.open(tmp_path / "empty", write=True) as empty:
-        assert cluster.latest_run_id(empty) is None
+        assert empty.latest_run("clusters") is None
         with pytest.raises(UsageError, match="no clustering runs"):
             cluster.show(empty)
         with pytest.raises(UsageError, match="no images"):

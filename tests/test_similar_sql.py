@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import imgdb.store
+import imgdb.config
 from imgdb.cli import app
 from imgdb.imaging.model import Embedder, ModelSpec
 from imgdb.errors import UsageError
@@ -19,7 +19,7 @@ from imgdb.search import search, similar
 from imgdb.store.sql import run_sql
 from imgdb.store import Store
 from tests import images
-from tests.test_store import FakeSpec, new_image
+from tests.fakes import FakeSpec, new_image
 
 runner = CliRunner()
 
@@ -112,7 +112,7 @@ def test_sql_is_read_only_and_errors_are_one_line(collection):
 
 def test_ann_index_keeps_recall_against_exact_search(tmp_path, monkeypatch):
     """Past the switch size an IVF_RQ index answers, re-ranked; recall@10 stays >= 0.95."""
-    monkeypatch.setattr(imgdb.store, "EXACT_MAX_ROWS", 1500)
+    monkeypatch.setattr(imgdb.config, "EXACT_MAX_ROWS", 1500)
     spec = FakeSpec(dim=64)
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 64))

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from imgdb.errors import StoreBusy, UsageError
 from imgdb.store import NewImage, SourceRow, Store
-
-
-@dataclass(frozen=True)
-class FakeSpec:
-    """Just what Store.register_model reads; the real spec needs an ONNX file."""
-
-    key: str = "fake-000000000000"
-    name: str = "fake"
-    sha256: str = "0" * 64
-    dim: int = 8
-    size: tuple[int, int] = (8, 8)
-    path: str = "fake.onnx"
-    license: str = "none"
-    provenance: dict | None = None
-
-
-def new_image(n: int) -> NewImage:
-    data = f"image {n}".encode()
-    image_id = hashlib.sha256(data).hexdigest()
-    return NewImage(image_id, data, 10 + n, 20 + n, "PNG", [SourceRow(f"http://h/{n}.png", "url", page_url="http://h/")])
-
-
-def vectors(n: int, dim: int = 8) -> np.ndarray:
-    v = np.random.default_rng(n).normal(size=(n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+from tests.fakes import FakeSpec, new_image, unit_vectors
 
 
 def test_add_images_writes_blob_vector_and_row(tmp_path):
@@ -43,14 +17,14 @@ def test_add_images_writes_blob_vector_and_row(tmp_path):
     with Store.open(tmp_path / "db", write=True) as store:
         store.register_model(spec)
         images = [new_image(i) for i in range(3)]
-        store.add_images(images, spec.key, vectors(3), run_id=None)
+        store.add_images(images, spec.key, unit_vectors(3), run_id=None)
         assert store.image_ids() == {im.id for im in images}
         assert store.vector_ids(spec.key) == store.image_ids()
         assert store.read_blob(images[0].id) == images[0].data
         got = store.get_vectors(spec.key, [images[1].id])[images[1].id]
-        assert np.allclose(got, vectors(3)[1])
+        assert np.allclose(got, unit_vectors(3)[1])
         # Adding the same batch again stores nothing twice.
-        store.add_images(images, spec.key, vectors(3), run_id=None)
+        store.add_images(images, spec.key, unit_vectors(3), run_id=None)
         assert store.vectors(spec.key).count_rows() == 3
         assert store.query("SELECT count(*) FROM images")[0][0] == 3
         assert not (tmp_path / "db" / "journal.json").exists()
@@ -61,7 +35,7 @@ def test_one_image_many_sources(tmp_path):
     with Store.open(tmp_path / "db", write=True) as store:
         store.register_model(spec)
         im = new_image(1)
-        store.add_images([im], spec.key, vectors(1), run_id=None)
+        store.add_images([im], spec.key, unit_vectors(1), run_id=None)
         store.add_sources([(im.id, SourceRow("http://other/x.png", "url", page_url="http://other/"))], run_id=None)
         store.add_sources([(im.id, SourceRow("http://other/x.png", "url", page_url="http://other/"))], run_id=None)
         rows = store.query("SELECT source, site FROM sources WHERE image_id = ? ORDER BY source", [im.id])
@@ -75,11 +49,11 @@ def test_repair_on_open_drops_vectors_of_an_unfinished_batch(tmp_path):
     with Store.open(db, write=True) as store:
         store.register_model(spec)
         kept = new_image(0)
-        store.add_images([kept], spec.key, vectors(1), run_id=None)
+        store.add_images([kept], spec.key, unit_vectors(1), run_id=None)
         lost = [new_image(i) for i in (1, 2)]
         # Steps 1-3 of add_images, then "crash" before step 4.
         (db / "journal.json").write_text(json.dumps({"model": spec.key, "ids": [im.id for im in lost]}))
-        store.add_vectors(spec.key, [im.id for im in lost], vectors(2))
+        store.add_vectors(spec.key, [im.id for im in lost], unit_vectors(2))
         assert len(store.vector_ids(spec.key)) == 3
     (db / "blobs" / "tmp").mkdir(parents=True, exist_ok=True)
     (db / "blobs" / "tmp" / "half-written").write_bytes(b"x")
@@ -114,7 +88,7 @@ def test_info_counts(tmp_path):
     spec = FakeSpec()
     with Store.open(tmp_path / "db", write=True) as store:
         store.register_model(spec)
-        store.add_images([new_image(i) for i in range(2)], spec.key, vectors(2), run_id=None)
+        store.add_images([new_image(i) for i in range(2)], spec.key, unit_vectors(2), run_id=None)
         info = store.info()
     assert info["images"] == 2 and info["formats"] == {"PNG": 2}
     assert info["models"][0]["vectors"] == 2 and info["sites"][0]["site"] == "h"

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from imgdb.config import cluster_threads
 from imgdb.errors import UsageError
 from imgdb.store import Store, utcnow
 
@@ -62,39 +63,6 @@ AGGLOMERATIVE_MAX = 10_000  # ward needs N^2/2 doubles: 10k = 0.4 GB, 100k would
 PEAK_TOL = 0.1
 MAP_POINTS = 5_000  # points drawn on the 2-D map
 
-SCHEMA = """
-CREATE SEQUENCE IF NOT EXISTS cluster_run_ids START 1;
-CREATE TABLE IF NOT EXISTS cluster_runs (
-    id           INTEGER PRIMARY KEY DEFAULT nextval('cluster_run_ids'),
-    created_at   TIMESTAMPTZ NOT NULL,
-    model        VARCHAR NOT NULL,     -- model key of the vectors clustered
-    method       VARCHAR NOT NULL,     -- kmeans | agglomerative | minibatch
-    pca          INTEGER NOT NULL,     -- PCA components used, 0 = off
-    k            INTEGER NOT NULL,
-    select_rule  VARCHAR NOT NULL,     -- fixed | peak | silhouette | elbow
-    seed         INTEGER NOT NULL,
-    n_images     INTEGER NOT NULL,
-    params       JSON,                 -- k_range, samples, linkage, choices per rule, timings
-    scores       JSON,                 -- [{"k": 2, "distortion": .., "silhouette": ..}, ...]
-    silhouette   DOUBLE,               -- at the chosen k (on the silhouette sample)
-    distortion   DOUBLE                -- at the chosen k (on the sweep sample)
-);
-CREATE TABLE IF NOT EXISTS cluster_members (
-    run_id    INTEGER NOT NULL,
-    image_id  VARCHAR NOT NULL,
-    cluster   INTEGER NOT NULL,        -- 0 = largest cluster
-    distance  DOUBLE NOT NULL,         -- to the cluster mean, in the clustering (PCA) space
-    PRIMARY KEY (run_id, image_id)
-);
-CREATE TABLE IF NOT EXISTS cluster_info (
-    run_id    INTEGER NOT NULL,
-    cluster   INTEGER NOT NULL,
-    size      INTEGER NOT NULL,
-    medoid    VARCHAR NOT NULL,        -- member nearest the mean = least sum of squared distances
-    centroid  FLOAT[],                 -- mean of the members' vectors, in the model's space
-    PRIMARY KEY (run_id, cluster)
-);
-"""
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,16 +265,6 @@ def all_choices(scores: Sequence[KScore], tol: float = PEAK_TOL) -> dict[str, in
 
 # ---------------------------------------------------------------------------------------
 # schema and loading
-
-
-def ensure_schema(store: Store) -> None:
-    """Create the clustering tables if they are missing (idempotent; needs a writable store)."""
-    store.query(SCHEMA)
-
-
-def _has_schema(store: Store) -> bool:
-    rows = store.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'cluster_runs'")
-    return bool(rows and rows[0][0])
 
 
 def default_model(store: Store) -> str:
@@ -557,7 +515,7 @@ def _threads(threads: int | None) -> Iterator[None]:
     """
     from threadpoolctl import threadpool_limits
 
-    n = threads or int(os.environ.get("IMGDB_CLUSTER_THREADS", 0) or 1)
+    n = threads or cluster_threads()
     with threadpool_limits(limits=max(1, n)):
         yield
 
@@ -731,10 +689,7 @@ def compare(
 
 
 def _save(store: Store, run: ClusterRun, centroids: np.ndarray) -> int:
-    ensure_schema(store)
-    sizes = run.sizes
-    store.query("BEGIN")
-    try:
+    with store.transaction():
         (run_id,) = store.query(
             """INSERT INTO cluster_runs (created_at, model, method, pca, k, select_rule, seed, n_images,
                                          params, scores, silhouette, distortion)
@@ -744,46 +699,32 @@ def _save(store: Store, run: ClusterRun, centroids: np.ndarray) -> int:
         )[0]
         # One statement with list parameters: 100k rows in well under a second.
         store.query(
-            "INSERT INTO cluster_members "
+            "INSERT INTO cluster_members (run_id, image_id, cluster, distance) "
             "SELECT ?::INTEGER, unnest(?::VARCHAR[]), unnest(?::INTEGER[]), unnest(?::DOUBLE[])",
             [run_id, run.ids, run.labels.tolist(), run.distances.tolist()],
         )
         store.query(
-            "INSERT INTO cluster_info SELECT ?::INTEGER, unnest(?::INTEGER[]), unnest(?::INTEGER[]), "
-            "unnest(?::VARCHAR[]), unnest(?::FLOAT[][])",
-            [run_id, list(range(run.k)), sizes, run.medoids, centroids.tolist()],
+            "INSERT INTO cluster_info (run_id, cluster, size, medoid, centroid) "
+            "SELECT ?::INTEGER, unnest(?::INTEGER[]), unnest(?::INTEGER[]), unnest(?::VARCHAR[]), unnest(?::FLOAT[][])",
+            [run_id, list(range(run.k)), run.sizes, run.medoids, centroids.tolist()],
         )
-        store.query("COMMIT")
-    except BaseException:
-        store.query("ROLLBACK")
-        raise
     return int(run_id)
-
-
-def latest_run_id(store: Store) -> int | None:
-    """The newest clustering run's id, or None when there is none."""
-    if not _has_schema(store):
-        return None
-    rows = store.query("SELECT max(id) FROM cluster_runs")
-    return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
 def resolve_run(store: Store, run_id: int | None = None) -> int:
     """``run_id`` checked to exist, or the latest run; UsageError when there is none."""
     if run_id is None:
-        latest = latest_run_id(store)
+        latest = store.latest_run("clusters")
         if latest is None:
             raise UsageError("no clustering runs in this store: run `imgdb clusters fit` first")
         return latest
-    if not _has_schema(store) or not store.query("SELECT 1 FROM cluster_runs WHERE id = ?", [int(run_id)]):
+    if not store.query("SELECT 1 FROM cluster_runs WHERE id = ?", [int(run_id)]):
         raise UsageError(f"no clustering run {run_id} in this store")
     return int(run_id)
 
 
 def list_runs(store: Store) -> list[dict[str, Any]]:
     """Every saved run, newest first, as plain values."""
-    if not _has_schema(store):
-        return []
     rows = store.query(
         "SELECT id, created_at, model, method, pca, k, select_rule, seed, n_images, silhouette "
         "FROM cluster_runs ORDER BY id DESC"

@@ -95,47 +95,6 @@ KEEP_POLICIES = ("largest", "smallest", "earliest", "latest")
 #: Identifies how image_hashes rows were computed; rows from another hasher are recomputed.
 HASHER = "imagehash4-phash8-dhash8+rgb-sha256-v1"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS image_hashes (
-    image_id     VARCHAR PRIMARY KEY,
-    phash        UBIGINT,              -- imagehash.phash, 8x8 bits, row-major, MSB first
-    dhash        UBIGINT,              -- imagehash.dhash (horizontal), same bit order
-    pixel_sha256 VARCHAR,              -- sha256 of "WxH:RGB:" + decoded RGB pixels
-    hasher       VARCHAR NOT NULL,     -- dedup.HASHER when computed
-    error        VARCHAR,              -- decode failure reason (hashes are NULL then)
-    computed_at  TIMESTAMPTZ NOT NULL
-);
-CREATE SEQUENCE IF NOT EXISTS dupe_run_ids START 1;
-CREATE TABLE IF NOT EXISTS dupe_runs (
-    id         INTEGER PRIMARY KEY DEFAULT nextval('dupe_run_ids'),
-    created_at TIMESTAMPTZ NOT NULL,
-    params     JSON,                   -- methods, thresholds, keep policy, model key
-    stats      JSON                    -- pairs per stage, timings, skipped images
-);
-CREATE TABLE IF NOT EXISTS dupe_pairs (
-    run_id   INTEGER NOT NULL,
-    a        VARCHAR NOT NULL,         -- image ids, a < b
-    b        VARCHAR NOT NULL,
-    stage    VARCHAR NOT NULL,         -- pixels | phash | dhash | embedding
-    score    DOUBLE NOT NULL,          -- similarity in [0, 1], higher is closer
-    distance INTEGER                   -- Hamming bits for hash stages, else NULL
-);
-CREATE TABLE IF NOT EXISTS dupe_groups (
-    run_id   INTEGER NOT NULL,
-    group_id INTEGER NOT NULL,
-    image_id VARCHAR NOT NULL,
-    is_keep  BOOLEAN NOT NULL,
-    stage    VARCHAR NOT NULL,         -- member: its link to the kept image; kept: the group's
-    score    DOUBLE NOT NULL,          -- member: that link's score; kept: the group's best
-    PRIMARY KEY (run_id, image_id)
-);
-CREATE TABLE IF NOT EXISTS dupe_rejects (
-    a          VARCHAR NOT NULL,       -- a < b: "these two are not duplicates"
-    b          VARCHAR NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (a, b)
-);
-"""
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,17 +165,6 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 # schema and small store helpers
 
 
-def ensure_schema(store: Store) -> None:
-    """Create the dedup tables if missing (idempotent; writers only)."""
-    if store.write:
-        store.query(SCHEMA)
-
-
-def _has_tables(store: Store, *names: str) -> bool:
-    rows = store.query("SELECT table_name FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))", [list(names)])
-    return len(rows) == len(names)
-
-
 def resolve_image(store: Store, ref: str) -> str:
     """An image id from a full id, a unique id prefix (>= 6 hex chars) or a source path/URL."""
     ref = ref.strip()
@@ -235,20 +183,16 @@ def reject(store: Store, a: str, b: str) -> tuple[str, str]:
     ``a``/``b`` may be ids, unique id prefixes or source paths/URLs. Returns the canonical
     (smaller id, larger id) pair that was stored.
     """
-    if not store.write:
-        raise UsageError("reject needs the store opened for writing")
-    ensure_schema(store)
+    store.require_write()
     ia, ib = resolve_image(store, a), resolve_image(store, b)
     if ia == ib:
         raise UsageError("an image cannot be rejected as a duplicate of itself")
     lo, hi = min(ia, ib), max(ia, ib)
-    store.query("INSERT INTO dupe_rejects VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [lo, hi, utcnow()])
+    store.query("INSERT INTO dupe_rejects (a, b, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [lo, hi, utcnow()])
     return lo, hi
 
 
 def rejected_pairs(store: Store) -> set[tuple[str, str]]:
-    if not _has_tables(store, "dupe_rejects"):
-        return set()
     return {(a, b) for a, b in store.query("SELECT a, b FROM dupe_rejects")}
 
 
@@ -301,14 +245,12 @@ def compute_hashes(
     a thread pool (Pillow releases the GIL) and is written in chunks: an interrupted run
     keeps what it computed. A read-only store computes in memory and caches nothing.
     """
-    ensure_schema(store)
     ids = sorted(store.image_ids()) if ids is None else list(ids)
     cached: dict[str, ImageHashes] = {}
-    if _has_tables(store, "image_hashes"):
-        for image_id, ph, dh, px, err in store.query(
-            "SELECT image_id, phash, dhash, pixel_sha256, error FROM image_hashes WHERE hasher = ?", [HASHER]
-        ):
-            cached[image_id] = ImageHashes(ph, dh, px, err)
+    for image_id, ph, dh, px, err in store.query(
+        "SELECT image_id, phash, dhash, pixel_sha256, error FROM image_hashes WHERE hasher = ?", [HASHER]
+    ):
+        cached[image_id] = ImageHashes(ph, dh, px, err)
     missing = [i for i in ids if i not in cached]
     if progress:
         progress("hash", 0, len(missing))
@@ -341,7 +283,7 @@ def _hash_stored(store: Store, image_id: str) -> ImageHashes:
 def _save_hashes(store: Store, ids: list[str], hashes: list[ImageHashes]) -> None:
     now = utcnow()
     store.query(
-        "INSERT OR REPLACE INTO image_hashes "
+        "INSERT OR REPLACE INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) "
         "SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), unnest(?::VARCHAR[]), ?, "
         "unnest(?::VARCHAR[]), ?",
         [ids, [h.phash for h in hashes], [h.dhash for h in hashes], [h.pixel_sha256 for h in hashes], HASHER,
@@ -718,7 +660,6 @@ def find_duplicates(
             raise UsageError(f"{name} distance must be between 0 and 32 bits")
     if "embedding" in methods and not 0 < cosine_min <= 1:
         raise UsageError("cosine threshold must be in (0, 1]")
-    ensure_schema(store)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {"timings": timings}
@@ -857,8 +798,6 @@ def find_duplicates(
 
 
 def _cached_count(store: Store) -> int:
-    if not _has_tables(store, "image_hashes"):
-        return 0
     return int(store.query("SELECT count(*) FROM image_hashes WHERE hasher = ?", [HASHER])[0][0])
 
 
@@ -905,15 +844,8 @@ def _pick_keep(members: list[Member], policy: str) -> Member:
 
 def _save_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]) -> int:
     """One transaction: a Ctrl-C never leaves a half-saved run as the latest."""
-    with store._lock:
-        store.con.execute("BEGIN")
-        try:
-            run_id = _insert_run(store, params, stats, pairs, groups)
-            store.con.execute("COMMIT")
-        except BaseException:
-            store.con.execute("ROLLBACK")
-            raise
-    return run_id
+    with store.transaction():
+        return _insert_run(store, params, stats, pairs, groups)
 
 
 def _insert_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]) -> int:
@@ -925,7 +857,7 @@ def _insert_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pai
     for s in range(0, len(pairs), step):
         part = pairs[s:s + step]
         store.query(
-            "INSERT INTO dupe_pairs SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+            "INSERT INTO dupe_pairs (run_id, a, b, stage, score, distance) SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
             "unnest(?::DOUBLE[]), unnest(?::INTEGER[])",
             [run_id, [p.a for p in part], [p.b for p in part], [p.stage for p in part], [p.score for p in part],
              [p.distance for p in part]],
@@ -936,7 +868,7 @@ def _insert_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pai
     for s in range(0, len(rows), step):
         part = rows[s:s + step]
         store.query(
-            "INSERT INTO dupe_groups SELECT ?, unnest(?::INTEGER[]), unnest(?::VARCHAR[]), unnest(?::BOOLEAN[]), "
+            "INSERT INTO dupe_groups (run_id, group_id, image_id, is_keep, stage, score) SELECT ?, unnest(?::INTEGER[]), unnest(?::VARCHAR[]), unnest(?::BOOLEAN[]), "
             "unnest(?::VARCHAR[]), unnest(?::DOUBLE[])",
             [run_id, *[list(c) for c in zip(*part)]],
         )
@@ -945,11 +877,8 @@ def _insert_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pai
 
 def latest_groups(store: Store, run_id: int | None = None) -> list[Group]:
     """The groups of the latest run (or of ``run_id``), as saved, with current sources."""
-    if not _has_tables(store, "dupe_runs", "dupe_groups"):
-        return []
     if run_id is None:
-        row = store.query("SELECT max(id) FROM dupe_runs")
-        run_id = row[0][0] if row else None
+        run_id = store.latest_run("dupes")
         if run_id is None:
             return []
     rows = store.query(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from imgdb.config import DEFAULT_MODEL, models_dir
+from imgdb.config import DEFAULT_MODEL, model_threads, models_dir
 from imgdb.errors import ModelError
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Embedder:
         options = ort.SessionOptions()
         # All cores for one batch at a time; decoding overlaps in Python threads that
         # mostly wait on Pillow (which releases the GIL), measured in scripts/bench_ingest.py.
-        options.intra_op_num_threads = threads or int(os.environ.get("IMGDB_THREADS", 0)) or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or model_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

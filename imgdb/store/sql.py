@@ -1,47 +1,22 @@
-"""``imgdb sql``: read-only SQL over the metadata, with views a newcomer can guess.
+"""``imgdb sql``: one read-only statement over the store's tables and views.
 
-Tables: images, sources, pages, runs, failures, models. Views added here:
-
-* ``image_sources``: one row per image and place it was found (image columns + source);
-* ``clusters`` / ``clusters_all``: cluster assignments of the latest / every clustering run;
-* ``dupes`` / ``dupes_all``: duplicate-group members of the latest / every dupes run.
-
-Views over tables that a store does not have yet (no clustering run so far) are left out.
+The tables and views themselves are defined in ``schema.py``; a reader's connection has
+DuckDB's external access switched off (``Store``), so no statement reaches files or the
+network beyond the store.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgdb.errors import UsageError
-from imgdb.store import Store
 
-VIEWS = {
-    "image_sources": """
-        SELECT i.id, i.width, i.height, i.format, i.bytes, i.added_at,
-               s.source, s.kind, s.page_url, s.site, s.alt, s.title, s.http_status,
-               s.content_type, s.fetched_at
-        FROM images i JOIN sources s ON s.image_id = i.id""",
-    "clusters_all": "SELECT * FROM cluster_members",
-    "clusters": "SELECT * FROM cluster_members WHERE run_id = (SELECT max(id) FROM cluster_runs)",
-    "dupes_all": "SELECT * FROM dupe_groups",
-    "dupes": "SELECT * FROM dupe_groups WHERE run_id = (SELECT max(id) FROM dupe_runs)",
-}
-
-
-def add_views(store: Store) -> None:
-    """Temporary views on the (read-only) connection; skips those whose tables are absent."""
-    import duckdb
-
-    for name, body in VIEWS.items():
-        try:
-            store.query(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
-        except duckdb.CatalogException:
-            pass
+if TYPE_CHECKING:
+    from imgdb.store.store import Store
 
 
 def check_single_statement(sql: str) -> None:
-    """Refuse "x; COPY ... TO" and friends: one statement, and read-only (see Store)."""
+    """Refuse "x; COPY ... TO" and friends: exactly one statement."""
     import duckdb
 
     try:
@@ -57,7 +32,6 @@ def run_sql(store: Store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     import duckdb
 
     check_single_statement(sql)
-    add_views(store)
     try:
         with store._lock:
             cursor = store.con.execute(sql)

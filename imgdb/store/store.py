@@ -1,0 +1,627 @@
+"""The store: image bytes on disk, metadata in DuckDB, vectors in LanceDB, one id.
+
+Layout of a store directory::
+
+    imgdb.duckdb        images, sources, pages, runs, failures, models
+    vectors/            LanceDB; one table per model key: id (sha256) + vector
+    blobs/ab/cd/<id>    the image bytes, content-addressed by sha256
+    write.lock          held (flock) by the one process allowed to write
+    journal.json        present only while a batch is being written
+
+Order of operations for a batch of new images (``add_images``):
+
+1. write ``journal.json`` listing the batch's ids and model key;
+2. write each blob to ``blobs/tmp`` and rename it into place (atomic, idempotent);
+3. LanceDB ``merge_insert(id).when_not_matched_insert_all()`` (a Lance commit is atomic);
+4. one DuckDB transaction inserts the ``images`` and ``sources`` rows;
+5. remove ``journal.json``.
+
+So an ``images`` row is only ever committed after its blob and vector exist.
+
+Repair-on-open rule (writers only, under the lock): if ``journal.json`` exists, the last
+batch may have stopped between 3 and 4; delete from that model's LanceDB table every
+journalled id that DuckDB's ``images`` lacks, then remove the journal. Leftover files in
+``blobs/tmp`` are deleted. A blob without an ``images`` row is harmless: the next ingest
+that meets those bytes reuses it. After repair, for every model the set of vector ids is a
+subset of DuckDB's image ids, and equal for the model the images were ingested with.
+
+One writer at a time: ``write.lock`` is taken with a non-blocking ``flock``; a second
+writer gets ``StoreBusy``. DuckDB itself refuses a reader while a writer has the file
+open; that too is reported as ``StoreBusy``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from imgdb import config
+from imgdb.errors import ReadOnlyStore, StoreBusy, StoreError, UsageError
+from imgdb.store import schema
+
+DUCKDB_FILE = "imgdb.duckdb"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def site_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.netloc.lower() or None
+
+
+@dataclass
+class SourceRow:
+    """Where one image was found. ``source`` is a URL or an absolute path."""
+
+    source: str
+    kind: str  # "url" | "file"
+    page_url: str = ""
+    alt: str | None = None
+    title: str | None = None
+    http_status: int | None = None
+    content_type: str | None = None
+    file_size: int | None = None
+    file_mtime: float | None = None
+    fetched_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass
+class ImageInfo:
+    """One stored image as every command shows it (see ``Store.describe``)."""
+
+    id: str
+    width: int
+    height: int
+    format: str
+    bytes: int
+    added_at: datetime | None
+    source: str | None  # the representative place it was found
+    page_url: str | None
+    places: int  # how many sources it has
+    sources: list[str] = field(default_factory=list)  # filled when asked for all of them
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass
+class NewImage:
+    id: str
+    data: bytes
+    width: int
+    height: int
+    format: str
+    sources: list[SourceRow]
+
+
+class Store:
+    """Blobs + DuckDB + LanceDB behind one API. Use ``Store.open(path, write=...)``."""
+
+    def __init__(self, path: Path, *, write: bool):
+        self.path = Path(path)
+        self.write = write
+        self._lock = threading.RLock()  # one DuckDB connection, shared by ingest threads
+        self._lock_file: Any = None
+        self._tables: dict[str, Any] = {}
+        if write:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._take_write_lock()
+        elif not (self.path / DUCKDB_FILE).exists():
+            raise UsageError(f"no imgdb store at {self.path} (run `imgdb ingest` first, or pass --db)")
+        try:
+            if not write:
+                self._upgrade_if_needed()
+            self.con = _connect_duckdb(self.path / DUCKDB_FILE, read_only=not write)
+            if write:
+                schema.migrate(self.con)
+            import lancedb
+
+            self.lance = lancedb.connect(str(self.path / "vectors"))
+            if write:
+                self._repair()
+        except BaseException:
+            self.close()
+            raise
+
+    def _upgrade_if_needed(self) -> None:
+        """A reader of a store written by an older release migrates it first (briefly a writer)."""
+        con = _connect_duckdb(self.path / DUCKDB_FILE, read_only=True)
+        try:
+            behind = bool(schema.pending(con))
+        finally:
+            con.close()
+        if behind:
+            Store(self.path, write=True).close()
+
+    @classmethod
+    def open(cls, path: str | Path, *, write: bool = False) -> Store:
+        return cls(Path(path), write=write)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:  # never under a batch another thread is still writing
+            con = getattr(self, "con", None)
+            if con is not None:
+                con.close()
+                self.con = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One DuckDB transaction, under the store's lock: all of it is committed or none."""
+        self.require_write()
+        with self._lock:
+            self.con.execute("BEGIN")
+            try:
+                yield self.con
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def require_write(self) -> None:
+        if not self.write:
+            raise ReadOnlyStore(f"store {self.path} is open read-only; open it with mode='w' to change it")
+
+    # -- locking and repair -------------------------------------------------------
+
+    def _take_write_lock(self) -> None:
+        import fcntl
+
+        fh = open(self.path / "write.lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise StoreBusy(f"store {self.path} is busy: another imgdb process (pid {holder}) is writing to it") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_file = fh
+
+    @property
+    def _journal(self) -> Path:
+        return self.path / "journal.json"
+
+    def _repair(self) -> None:
+        tmp = self.path / "blobs" / "tmp"
+        if tmp.exists():
+            for leftover in tmp.iterdir():
+                leftover.unlink(missing_ok=True)
+        if not self._journal.exists():
+            return
+        try:
+            journal = json.loads(self._journal.read_text())
+            ids, key = list(journal["ids"]), str(journal["model"])
+        except (ValueError, KeyError, TypeError):
+            ids, key = [], ""
+        if ids and key and self._table_exists(key):
+            known = self._existing_image_ids(ids)
+            orphans = [i for i in ids if i not in known]
+            if orphans:
+                self.vectors(key).delete(_in_list("id", orphans))
+        self._journal.unlink()
+
+    # -- models and vectors ------------------------------------------------------
+
+    @staticmethod
+    def table_name(model_key: str) -> str:
+        return "vectors_" + "".join(c if c.isalnum() else "_" for c in model_key)
+
+    def _table_exists(self, model_key: str) -> bool:
+        return self.table_name(model_key) in _list_tables(self.lance)
+
+    def register_model(self, spec: Any) -> None:
+        """Record a model (an ``embed.ModelSpec``) and create its vectors table."""
+        import pyarrow as pa
+
+        with self._lock:
+            self.con.execute(
+                "INSERT INTO models (key, name, sha256, dim, spec, added_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [spec.key, spec.name, spec.sha256, spec.dim, json.dumps(_spec_json(spec)), utcnow()],
+            )
+        if not self._table_exists(spec.key):
+            schema = pa.schema([pa.field("id", pa.string()), pa.field("vector", pa.list_(pa.float32(), spec.dim))])
+            self.lance.create_table(self.table_name(spec.key), schema=schema)
+
+    def vectors(self, model_key: str) -> Any:
+        """The LanceDB table of one model's vectors."""
+        if model_key not in self._tables:
+            if not self._table_exists(model_key):
+                raise UsageError(f"no vectors for model {model_key} in {self.path}")
+            self._tables[model_key] = self.lance.open_table(self.table_name(model_key))
+        return self._tables[model_key]
+
+    def maintain_vectors(self, model_key: str, new_rows: int) -> None:
+        """After an ingest: build the ANN index once the table is big enough, else compact.
+
+        ``optimize()`` also folds rows added since the index was built into it; until then
+        they are scanned flat, so results stay exact for them.
+        """
+        from lancedb.index import IvfRq
+
+        table = self.vectors(model_key)
+        if table.count_rows() >= config.EXACT_MAX_ROWS and not table.list_indices():
+            # 4-bit RaBitQ codes: with 1 bit, recall@10 at 1M rows was 0.82 (nprobes 50,
+            # refine 10); with 4 bits 1.00 at 22 ms (scripts/bench_similar.py).
+            table.create_index("vector", config=IvfRq(distance_type="cosine", num_bits=4))
+        elif new_rows >= 1000 or (new_rows and table.list_indices()):
+            table.optimize()
+
+    def vector_ids(self, model_key: str) -> set[str]:
+        if not self._table_exists(model_key):
+            return set()
+        return set(self.vectors(model_key).to_arrow().column("id").to_pylist())
+
+    def all_vectors(self, model_key: str) -> tuple[list[str], np.ndarray]:
+        """Every stored image's vector for ``model_key`` as (ids sorted, float32 matrix).
+
+        Sorted so that sampling is reproducible; vectors without an ``images`` row (a crash
+        a writer has not repaired yet) are left out.
+        """
+        table = self.vectors(model_key).to_arrow()
+        ids = table.column("id").to_pylist()
+        col = table.column("vector").combine_chunks()
+        dim = col.type.list_size
+        vectors = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), dim)
+        known = self.image_ids()
+        order = sorted((i for i, image_id in enumerate(ids) if image_id in known), key=ids.__getitem__)
+        return [ids[i] for i in order], vectors[order]
+
+    def main_model(self) -> str | None:
+        """The model most images were ingested with; None for an empty store."""
+        rows = self.query("SELECT model FROM images GROUP BY model ORDER BY count(*) DESC, model LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def image_by_prefix(self, text: str) -> str | None:
+        """The image whose id starts with ``text`` (>= 6 hex digits); None if no such image."""
+        text = text.strip().lower()
+        if not 6 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+            return None
+        rows = self.query("SELECT id FROM images WHERE starts_with(id, ?) LIMIT 2", [text])
+        if len(rows) > 1:
+            raise UsageError(f"image id prefix {text} is ambiguous; give more digits")
+        return rows[0][0] if rows else None
+
+    def get_vectors(self, model_key: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        rows = self.vectors(model_key).search().where(_in_list("id", ids)).limit(len(ids)).to_arrow()
+        vecs = rows.column("vector").to_pylist()
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(rows.column("id").to_pylist(), vecs)}
+
+    # -- blobs -------------------------------------------------------------------
+
+    def blob_path(self, image_id: str) -> Path:
+        return self.path / "blobs" / image_id[:2] / image_id[2:4] / image_id
+
+    def read_blob(self, image_id: str) -> bytes:
+        return self.blob_path(image_id).read_bytes()
+
+    def _put_blob(self, image_id: str, data: bytes) -> None:
+        final = self.blob_path(image_id)
+        if final.exists():
+            return
+        tmp_dir = self.path / "blobs" / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}"
+        # No fsync per blob: it cost ~10 ms each (100 images/s at best). Process death
+        # (Ctrl-C, kill -9) cannot lose written pages; only a power loss could.
+        tmp.write_bytes(data)
+        os.replace(tmp, final)
+
+    # -- writing -----------------------------------------------------------------
+
+    def add_images(self, images: Sequence[NewImage], model_key: str, vectors: np.ndarray, run_id: int | None) -> None:
+        """Store a batch of new images with their vectors (see the module docstring's order)."""
+        import pyarrow as pa
+
+        if not images:
+            return
+        with self._lock:  # one batch at a time, and close() waits for it
+            ids = [im.id for im in images]
+            self._journal.write_text(json.dumps({"model": model_key, "ids": ids}))
+            for im in images:
+                self._put_blob(im.id, im.data)
+            dim = vectors.shape[1]
+            table = pa.table(
+                {"id": ids, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim)}
+            )
+            self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+            now = utcnow()
+            with self.transaction():
+                self._insert(
+                    "images", ["id", "width", "height", "format", "bytes", "model", "added_at", "run_id"],
+                    [[im.id, im.width, im.height, im.format, len(im.data), model_key, now, run_id] for im in images],
+                    "ON CONFLICT DO NOTHING",
+                )
+                self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
+            self._journal.unlink(missing_ok=True)
+
+    def add_vectors(self, model_key: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors for images already stored (embedding them with another model)."""
+        import pyarrow as pa
+
+        if not ids:
+            return
+        table = pa.table(
+            {"id": list(ids), "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])}
+        )
+        self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+
+    def add_sources(self, rows: Iterable[tuple[str, SourceRow]], run_id: int | None) -> None:
+        """Record more places where already-stored images were found."""
+        with self._lock:
+            self._insert_sources(list(rows), run_id)
+
+    def _insert_sources(self, rows: list[tuple[str, SourceRow]], run_id: int | None) -> None:
+        if not rows:
+            return
+        # One row per (image, source, page), the last seen winning: DuckDB refuses an
+        # upsert that names one key twice. A later run refreshes when and what it saw.
+        unique = {
+            (image_id, s.source, s.page_url): [
+                image_id, s.source, s.kind, s.page_url, site_of(s.source), s.alt, s.title, s.http_status,
+                s.content_type, s.file_size, s.file_mtime, s.fetched_at, run_id,
+            ]
+            for image_id, s in rows
+        }
+        self._insert(
+            "sources", _SOURCE_COLUMNS, list(unique.values()),
+            "ON CONFLICT DO UPDATE SET fetched_at = excluded.fetched_at, run_id = excluded.run_id, "
+            "file_size = excluded.file_size, file_mtime = excluded.file_mtime",
+        )
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str = "") -> None:
+        """Insert rows by column name through one Arrow scan (executemany costs ~5 ms a row)."""
+        import pyarrow as pa
+
+        if not rows:
+            return
+        batch = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+        names = ", ".join(columns)
+        with self._lock:
+            self.con.register("_imgdb_batch", batch)
+            try:
+                self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _imgdb_batch {conflict}")
+            finally:
+                self.con.unregister("_imgdb_batch")
+
+    # -- runs, pages, failures ---------------------------------------------------
+
+    def start_run(self, command: str, args: dict[str, Any]) -> int:
+        with self._lock:
+            row = self.con.execute(
+                "INSERT INTO runs (command, args, started_at, status) VALUES (?, ?, ?, 'running') RETURNING id",
+                [command, json.dumps(args, default=str), utcnow()],
+            ).fetchone()
+        return int(row[0])
+
+    def finish_run(self, run_id: int, status: str, counts: dict[str, Any]) -> None:
+        with self._lock:
+            self.con.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
+                [utcnow(), status, json.dumps(counts, default=str), run_id],
+            )
+
+    def record_failure(self, run_id: int | None, source: str, reason: str, detail: str, page_url: str | None = None) -> None:
+        with self._lock:
+            self.con.execute(
+                "INSERT INTO failures (run_id, source, page_url, reason, detail, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, source, page_url, reason, detail[:500], utcnow()]
+            )
+
+    def record_page(
+        self,
+        url: str,
+        *,
+        run_id: int | None,
+        status: int | None,
+        final_url: str | None = None,
+        images_found: int | None = None,
+        error: str | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        parsed: dict[str, Any] | None = None,
+    ) -> None:
+        """Upsert a crawled page; a failed re-fetch keeps what the last good fetch parsed."""
+        with self._lock:
+            self.con.execute(
+                """INSERT INTO pages (url, final_url, status, fetched_at, images_found, error, etag,
+                                     last_modified, parsed, run_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO UPDATE SET final_url = excluded.final_url, status = excluded.status,
+                     fetched_at = excluded.fetched_at, images_found = excluded.images_found,
+                     error = excluded.error, run_id = excluded.run_id,
+                     etag = coalesce(excluded.etag, pages.etag),
+                     last_modified = coalesce(excluded.last_modified, pages.last_modified),
+                     parsed = coalesce(excluded.parsed, pages.parsed)""",
+                [
+                    url, final_url, status, utcnow(), images_found, error, etag, last_modified,
+                    json.dumps(parsed) if parsed is not None else None, run_id,
+                ],
+            )
+
+    def page_state(self, url: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
+        """(etag, last_modified, parsed) of the last good fetch of ``url``."""
+        with self._lock:
+            row = self.con.execute("SELECT etag, last_modified, parsed FROM pages WHERE url = ?", [url]).fetchone()
+        if not row or row[2] is None:
+            return None, None, None
+        return row[0], row[1], json.loads(row[2])
+
+    # -- reading -----------------------------------------------------------------
+
+    def _existing_image_ids(self, ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            rows = self.con.execute("SELECT id FROM images WHERE id IN (SELECT unnest(?))", [list(ids)]).fetchall()
+        return {r[0] for r in rows}
+
+    def image_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self.con.execute("SELECT id FROM images").fetchall()}
+
+    def known_urls(self) -> dict[str, str]:
+        """URL -> image id for every URL source, so re-runs skip known downloads."""
+        with self._lock:
+            rows = self.con.execute(
+                "SELECT source, arg_max(image_id, fetched_at) FROM sources WHERE kind = 'url' GROUP BY source"
+            ).fetchall()
+        return dict(rows)
+
+    def known_files(self) -> dict[str, tuple[str, int, float]]:
+        """Path -> (image id, size, mtime), so re-runs skip unchanged files unread."""
+        with self._lock:
+            # A path whose content changed has a row per version: the latest one counts.
+            rows = self.con.execute(
+                "SELECT source, arg_max(image_id, fetched_at), arg_max(file_size, fetched_at), "
+                "arg_max(file_mtime, fetched_at) FROM sources WHERE kind = 'file' GROUP BY source"
+            ).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def describe(self, ids: Sequence[str], *, all_sources: bool = False) -> dict[str, ImageInfo]:
+        """What every view of an image shows: size, format and one representative source.
+
+        The representative source is a URL when there is one (it says more than a local
+        path), then the first by name, so every command labels an image the same way.
+        ``all_sources`` also lists every place it was found, first seen first.
+        """
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        rows = self.query(
+            """SELECT i.id, i.width, i.height, i.format, i.bytes, i.added_at, s.source, s.page_url, coalesce(s.n, 0)
+               FROM images i
+               LEFT JOIN (SELECT image_id,
+                                 coalesce(min(source) FILTER (WHERE kind = 'url'), min(source)) AS source,
+                                 coalesce(arg_min(page_url, source) FILTER (WHERE kind = 'url'),
+                                          arg_min(page_url, source)) AS page_url,
+                                 count(*) AS n
+                          FROM sources WHERE image_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY image_id) s
+                 ON s.image_id = i.id
+               WHERE i.id IN (SELECT unnest(?::VARCHAR[]))""",
+            [ids, ids],
+        )
+        out = {
+            r[0]: ImageInfo(r[0], int(r[1]), int(r[2]), r[3], int(r[4]), r[5], r[6], r[7] or None, int(r[8]))
+            for r in rows
+        }
+        if all_sources:
+            for image_id, source in self.query(
+                "SELECT image_id, source FROM sources WHERE image_id IN (SELECT unnest(?::VARCHAR[])) "
+                "GROUP BY image_id, source ORDER BY image_id, min(fetched_at), source", [ids]
+            ):
+                if image_id in out:
+                    out[image_id].sources.append(source)
+        return out
+
+    def latest_run(self, kind: str) -> int | None:
+        """The newest run's id of one kind ("ingest", "dupes" or "clusters"), None if there is none."""
+        table = _RUN_TABLES[kind]
+        row = self.query(f"SELECT max(id) FROM {table}")
+        return int(row[0][0]) if row and row[0][0] is not None else None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.con.execute(sql, list(params)).fetchall()
+
+    def info(self) -> dict[str, Any]:
+        """What the store holds, as plain JSON-able values."""
+        one = lambda sql: self.query(sql)[0][0]  # noqa: E731
+        models = []
+        for key, name, dim in self.query("SELECT key, name, dim FROM models ORDER BY added_at"):
+            models.append({"key": key, "name": name, "dim": dim, "vectors": len(self.vector_ids(key))})
+        return {
+            "store": str(self.path),
+            "images": int(one("SELECT count(*) FROM images")),
+            "sources": int(one("SELECT count(*) FROM sources")),
+            "sites": [{"site": s, "images": n} for s, n in self.query(
+                "SELECT coalesce(site, '(files)'), count(DISTINCT image_id) FROM sources GROUP BY 1 ORDER BY 2 DESC, 1"
+            )],
+            "formats": {f: n for f, n in self.query("SELECT format, count(*) FROM images GROUP BY 1 ORDER BY 2 DESC, 1")},
+            "pages": int(one("SELECT count(*) FROM pages")),
+            "runs": int(one("SELECT count(*) FROM runs")),
+            "failures": int(one("SELECT count(*) FROM failures")),
+            "schema": schema.applied(self.con),
+            "models": models,
+            "image_bytes": int(one("SELECT coalesce(sum(bytes), 0) FROM images")),
+            "disk_bytes": _du(self.path),
+        }
+
+
+_RUN_TABLES = {"ingest": "runs", "dupes": "dupe_runs", "clusters": "cluster_runs"}
+_SOURCE_COLUMNS = [
+    "image_id", "source", "kind", "page_url", "site", "alt", "title", "http_status", "content_type", "file_size",
+    "file_mtime", "fetched_at", "run_id",
+]
+
+
+def _connect_duckdb(path: Path, *, read_only: bool) -> Any:
+    import duckdb
+
+    # Readers run users' SQL (`imgdb sql`, --where): no files or network beyond the store.
+    config = {"enable_external_access": False} if read_only else {}
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=config)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise StoreBusy(f"store {path.parent} is busy: another imgdb process is writing to it") from None
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+
+
+def _list_tables(db: Any) -> list[str]:
+    result = db.list_tables()
+    return list(getattr(result, "tables", result))
+
+
+def _in_list(column: str, values: Sequence[str]) -> str:
+    # ids are sha256 hex; quoting still guards any other caller
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def _spec_json(spec: Any) -> dict[str, Any]:
+    return {
+        "name": spec.name, "file": str(spec.path), "sha256": spec.sha256, "size": list(spec.size),
+        "dim": spec.dim, "license": spec.license, "provenance": spec.provenance,
+    }
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
