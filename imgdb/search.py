@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from imgdb.errors import UsageError
-from imgdb.store.sql import check_single_statement
 from imgdb import config
+from imgdb.errors import UsageError
 from imgdb.store import Store
+from imgdb.store.sql import check_single_statement
+
+if TYPE_CHECKING:
+    from imgdb.imaging.model import Model, ModelSpec
 
 NPROBES = 50
 REFINE_FACTOR = 10
-
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Query:
     label: str
 
 
-def load_query(store: Store, query: str, spec: Any, embedder_factory: Any) -> Query:
+def load_query(store: Store, query: str, spec: ModelSpec, model: Callable[[], Model]) -> Query:
     """Turn FILE|URL|ID into a vector in the store's space for ``spec``."""
     image_id = store.image_by_prefix(query)
     if image_id is None:
@@ -73,7 +75,7 @@ def load_query(store: Store, query: str, spec: Any, embedder_factory: Any) -> Qu
             from imgdb.imaging.decode import decode
 
             decoded = decode(data, target=spec.decode_target)
-            vector = embedder_factory().embed_images([decoded.image])[0]
+            vector = model().embed_images([decoded.image])[0]
             return Query(vector, None, query)
     vectors = store.get_vectors(spec.key, [image_id])
     if image_id not in vectors:
@@ -165,47 +167,24 @@ def _has_index(table: Any) -> bool:
 
 
 def similar(
-    store: Store, query: str, *, model: str | Path | None = None, k: int = 10, where: str | None = None,
+    store: Store, query: str, spec: ModelSpec, model: Callable[[], Model], *, k: int = 10, where: str | None = None,
 ) -> tuple[Query, list[Match]]:
-    """What ``imgdb similar`` shows: the query and its k nearest stored images."""
-    from imgdb.imaging.model import Embedder, ModelSpec
-
-    spec = ModelSpec.load(model)
+    """The query resolved and its k nearest stored images; ``model()`` is called only for
+    a query that is not in the store (its vector is computed, not stored)."""
     if not store.query("SELECT 1 FROM models WHERE key = ?", [spec.key]):
         raise UsageError(f"the store has no vectors for model {spec.key}; ingest with --model first")
-    q = load_query(store, query, spec, lambda: Embedder(spec))
+    q = load_query(store, query, spec, model)
     hits = search(store, spec.key, q.vector, k=k, exclude=q.id, where=where)
     return q, describe(store, hits)
 
 
 def describe(store: Store, hits: list[tuple[str, float]]) -> list[Match]:
-    if not hits:
-        return []
-    rows = store.query(
-        "SELECT i.id, i.width, i.height, i.format, i.bytes, "
-        "(SELECT min(s.source) FROM sources s WHERE s.image_id = i.id) "
-        "FROM images i WHERE i.id IN (SELECT unnest(?))",
-        [[h[0] for h in hits]],
-    )
-    meta = {r[0]: r for r in rows}
-    matches = []
+    info = store.describe([h[0] for h in hits])
+    matches: list[Match] = []
     # A vector without an images row (a killed ingest a writer has not repaired yet) is skipped.
     for image_id, sim in hits:
-        if image_id in meta:
-            _, w, h, fmt, size, source = meta[image_id]
-            matches.append(Match(len(matches) + 1, round(sim, 4), image_id, source, w, h, fmt, size))
+        if image_id in info:
+            im = info[image_id]
+            matches.append(Match(len(matches) + 1, round(sim, 4), image_id, im.source, im.width, im.height,
+                                 im.format, im.bytes))
     return matches
-
-
-
-def similar_at(
-    db: Path, query: str, *, model: str | Path | None = None, k: int = 10, where: str | None = None,
-    add: bool = False,
-) -> tuple[Query, list[Match]]:
-    """Open the store at ``db`` (writing first only when ``add`` asks to store the query)."""
-    if add and not re.fullmatch(r"[0-9a-f]{6,64}", query):
-        from imgdb.acquire.ingest import ingest_into
-
-        ingest_into(db, [query], model=model)
-    with Store.open(db) as store:
-        return similar(store, query, model=model, k=k, where=where)

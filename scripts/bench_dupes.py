@@ -16,7 +16,7 @@ Synthetic data, made to look like the real thing where it matters for the search
   the images get a copy of another's hash with 0..t+2 bits flipped.
 
 ``--store`` also builds a store holding n synthetic images (DuckDB rows, LanceDB vectors and
-cached hashes; no image files, so nothing is decoded) and times ``find_duplicates`` end to
+cached hashes; no image files, so nothing is decoded) and times ``dedup.find`` end to
 end: loading, all stages, grouping and saving the run.
 
 ``--verify`` also runs the brute-force searches (blocked full-dimension products and all-
@@ -93,7 +93,7 @@ def brute_hash_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:
 
 
 def bench_store(X: np.ndarray, phash: np.ndarray) -> dict:
-    """find_duplicates at the defaults on a store of len(X) synthetic images."""
+    """dedup.find at the defaults on a store of len(X) synthetic images."""
     import hashlib
     import tempfile
     from dataclasses import dataclass
@@ -133,11 +133,11 @@ def bench_store(X: np.ndarray, phash: np.ndarray) -> dict:
                     [ids, [int(x) for x in phash], [int(x) for x in dhash], pixels, dedup.HASHER])
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = dedup.find_duplicates(store, model_key=spec.key)
+        result = dedup.find(store, model_key=spec.key)
         secs = time.perf_counter() - t0
     timings = {k: round(v, 2) for k, v in result.stats["timings"].items()}
-    print(f"synthetic store built in {build:.1f} s; find_duplicates stages: {timings}")
-    return {"stage": "find_duplicates", "method": "whole run on a store (defaults)", "threshold": None,
+    print(f"synthetic store built in {build:.1f} s; dedup.find stages: {timings}")
+    return {"stage": "dedup.find", "method": "whole run on a store (defaults)", "threshold": None,
             "pairs": len(result.pairs), "candidates": result.stats.get("embedding_search", {}).get("candidates"),
             "groups": len(result.groups), "seconds": round(secs, 2), "timings": timings,
             "peak_rss_mb": round(peak_rss_mb())}
@@ -155,7 +155,7 @@ def main() -> int:
     ap.add_argument("--phash", type=int, nargs="+", default=[4, dedup.PHASH_MAX_DISTANCE, 8, 10])
     ap.add_argument("--reduced-dim", type=int, nargs="+", default=[128])
     ap.add_argument("--verify", action="store_true", help="also run brute force and compare (slow)")
-    ap.add_argument("--store", action="store_true", help="also time find_duplicates on a synthetic store")
+    ap.add_argument("--store", action="store_true", help="also time dedup.find on a synthetic store")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench-results/dupes-bench.json"))
     args = ap.parse_args()
@@ -218,7 +218,7 @@ def main() -> int:
         if t == dedup.PHASH_MAX_DISTANCE or not hash_pairs:
             hash_pairs = list(zip(a.tolist(), b.tolist()))
 
-    # Grouping the union, strongest stage first, as find_duplicates does.
+    # Grouping the union, strongest stage first, as dedup.find does.
     t0 = time.perf_counter()
     groups = dedup.group_without_chaining(hash_pairs + sorted(emb_pairs))
     secs = time.perf_counter() - t0

@@ -12,7 +12,7 @@ show the median images/second:
 
 1. decode  - read bytes + sha256 + ``decode(target=spec.decode_target)`` + ``spec.preprocess``,
              on one thread and on a pool of ``--decode-workers`` threads (as ingest does);
-2. model   - ``Embedder(spec, threads=T).embed_arrays`` on pre-made tensors, ``--batch-size`` a call
+2. model   - ``Model(spec, threads=T).embed_arrays`` on pre-made tensors, ``--batch-size`` a call
              (the same number of images, cycling through at most 256 tensors);
 3. whole   - ``ingest()`` of the folder into a fresh temp store (decode + embed + store).
 
@@ -49,7 +49,7 @@ import onnxruntime
 from PIL import Image, ImageDraw
 
 from imgdb.imaging.decode import decode
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.errors import DecodeError
 from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
 from imgdb.store import Store
@@ -193,27 +193,27 @@ def run_decode(paths: list[Path], spec: ModelSpec, workers: int) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def run_model(embedder: Embedder, tensors: np.ndarray, n: int, batch_size: int) -> float:
+def run_model(model: Model, tensors: np.ndarray, n: int, batch_size: int) -> float:
     """Embed n images in batches, cycling through the pre-made tensors."""
-    embedder.embed_arrays(tensors[:batch_size])  # warm-up: the first call allocates
+    model.embed_arrays(tensors[:batch_size])  # warm-up: the first call allocates
     batches = [tensors[i:i + batch_size] for i in range(0, len(tensors), batch_size)]
     done = 0
     start = time.perf_counter()
     for batch in itertools.cycle(batches):
         batch = batch[:n - done]
-        embedder.embed_arrays(batch)
+        model.embed_arrays(batch)
         done += len(batch)
         if done >= n:
             break
     return done / (time.perf_counter() - start)
 
 
-def run_whole(folder: Path, n: int, embedder: Embedder, batch_size: int, workers: int) -> float:
+def run_whole(folder: Path, n: int, model: Model, batch_size: int, workers: int) -> float:
     """ingest() of folder into a fresh temp store; times the ingest call only."""
     options = IngestOptions(batch_size=batch_size, decode_workers=workers)
     with tempfile.TemporaryDirectory(prefix="imgdb-bench-store-") as tmp, Store.open(tmp, write=True) as store:
         start = time.perf_counter()
-        summary = ingest(store, [str(folder)], embedder, options)
+        summary = ingest(store, [str(folder)], model, options)
         seconds = time.perf_counter() - start
     handled = summary.new + summary.already_stored  # byte-identical files count once in new
     if handled != n:
@@ -336,15 +336,15 @@ def main(argv: list[str] | None = None) -> int:
         n = len(paths)
         print(f"images: {source}", flush=True)
         tensors = np.stack([prepare(p, spec) for p in paths[:MODEL_TENSORS]])
-        embedders = {t: Embedder(spec, threads=t) for t in args.threads}
+        models = {t: Model(spec, threads=t) for t in args.threads}
 
         for r in range(args.repeats):
             for w in sorted({1, *args.decode_workers}):
                 runs.measure(f"decode/{w}", lambda w=w: run_decode(paths, spec, w))
             for t, b in dict.fromkeys((t, b) for t, b, _ in combos):
-                runs.measure(f"model/{t}/{b}", lambda t=t, b=b: run_model(embedders[t], tensors, n, b))
+                runs.measure(f"model/{t}/{b}", lambda t=t, b=b: run_model(models[t], tensors, n, b))
             for t, b, w in combos:
-                runs.measure(f"whole/{t}/{b}/{w}", lambda t=t, b=b, w=w: run_whole(folder, n, embedders[t], b, w))
+                runs.measure(f"whole/{t}/{b}/{w}", lambda t=t, b=b, w=w: run_whole(folder, n, models[t], b, w))
             print(f"  repeat {r + 1}/{args.repeats} done; " + ", ".join(
                 f"t{t} b{b} w{w}: whole {runs.runs[f'whole/{t}/{b}/{w}'][-1]['rate']:.0f} img/s" for t, b, w in combos), flush=True)
 

@@ -14,7 +14,7 @@ image in the store and always count as found), in two ways:
 * ``groups``: after grouping without chaining (what `dupes` shows): every two files in
   one group count as a found pair.
 
-Finally ``find_duplicates`` itself runs at the library defaults, and its groups are scored
+Finally ``dedup.find`` itself runs at the library defaults, and its groups are scored
 the same way. Results go to ``bench-results/dupes-<name>.json`` (git-ignored).
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from imgdb import dedup
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 
@@ -63,7 +63,7 @@ def main() -> int:
         db = args.db or Path(tmp) / "store"
         with Store.open(db, write=True) as store:
             t0 = time.perf_counter()
-            summary = ingest(store, sorted(str(p) for p in labels), Embedder(ModelSpec.load()))
+            summary = ingest(store, sorted(str(p) for p in labels), Model(ModelSpec.load()))
             print(f"ingest: {summary.new} new images, {summary.already_stored} known, "
                   f"{dict(summary.failed) or 'no failures'} ({time.perf_counter() - t0:.1f} s)")
             report = calibrate(store, labels)
@@ -212,12 +212,12 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
 
     # The library itself, at its defaults.
     t0 = time.perf_counter()
-    result = dedup.find_duplicates(store)
+    result = dedup.find(store)
     seconds = time.perf_counter() - t0
     lib = sc.score_groups([g.ids for g in result.groups])
     report["defaults"] = {"params": result.params, "groups": len(result.groups), "pairs": result.stats["pairs"],
                           "score": lib, "seconds": round(seconds, 3)}
-    print(f"\nfind_duplicates at defaults (phash<={dedup.PHASH_MAX_DISTANCE}, cosine>={dedup.COSINE_MIN}): "
+    print(f"\ndedup.find at defaults (phash<={dedup.PHASH_MAX_DISTANCE}, cosine>={dedup.COSINE_MIN}): "
           f"{len(result.groups)} groups, pairs {result.stats['pairs']}, "
           f"P {lib['precision']:.4f} R {lib['recall']:.4f} F1 {lib['f1']:.4f} ({seconds:.2f} s)")
     return report

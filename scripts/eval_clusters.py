@@ -119,7 +119,7 @@ def image_labels(store: Store, labels: dict[str, dict[str, str]]) -> tuple[dict[
 
 def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.TemporaryDirectory | None]:
     """Ingest ``folder`` (skipped when ``db`` already has it) and reopen read-only."""
-    from imgdb.imaging.model import Embedder, ModelSpec
+    from imgdb.imaging.model import Model, ModelSpec
     from imgdb.acquire.ingest import ingest
 
     tmp = None
@@ -128,7 +128,7 @@ def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.Temporary
         db = Path(tmp.name) / "db"
     started = time.perf_counter()
     with Store.open(db, write=True) as store:
-        summary = ingest(store, [str(folder)], Embedder(ModelSpec.load()))
+        summary = ingest(store, [str(folder)], Model(ModelSpec.load()))
     print(f"ingest: {summary.new} new, {summary.already_stored} already stored, "
           f"{sum(summary.failed.values())} failed, {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return Store.open(db), tmp

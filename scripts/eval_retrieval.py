@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.acquire.ingest import ingest
 from imgdb.search import search
 from imgdb.store import Store
@@ -79,13 +79,13 @@ def main() -> None:
     args = parser.parse_args()
 
     labels = read_labels(args.folder, args.labels)
-    embedder = Embedder(ModelSpec.load())
+    model = Model(ModelSpec.load())
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "db"
         with Store.open(db, write=True) as store:
-            summary = ingest(store, [str(args.folder)], embedder)
-            result = score(store, embedder.spec.key, labels)
-    result.update(folder=str(args.folder), images=summary.new + summary.already_stored, model=embedder.spec.key)
+            summary = ingest(store, [str(args.folder)], model)
+            result = score(store, model.spec.key, labels)
+    result.update(folder=str(args.folder), images=summary.new + summary.already_stored, model=model.spec.key)
     # The whole-image query counts itself as one of its 4, as the UKBench protocol does.
     print(f"{'folder':<50} {'queries':>8} {'N-S (4.0 best)':>15} {'recall@4':>9} {'p50 ms':>7}")
     print(f"{str(args.folder)[-50:]:<50} {result['queries']:>8} {result['ns_score']:>15.3f} "

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from imgdb import clustering as cluster
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.errors import UsageError
 from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
@@ -50,7 +50,7 @@ def family_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("families")
     make_families(root / "pics")
     with Store.open(root / "db", write=True) as store:
-        summary = ingest(store, [str(root / "pics")], Embedder(ModelSpec.load()))
+        summary = ingest(store, [str(root / "pics")], Model(ModelSpec.load()))
         assert summary.new == images.FAMILIES * MEMBERS
     return root / "db"
 

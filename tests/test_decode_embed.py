@@ -11,19 +11,19 @@ import pytest
 from PIL import Image
 
 from imgdb.imaging.decode import decode
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.errors import DecodeError, ModelError
 from tests import images
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder(ModelSpec.load())
+def model() -> Model:
+    return Model(ModelSpec.load())
 
 
-def embed_bytes(embedder: Embedder, data: bytes) -> np.ndarray:
-    decoded = decode(data, target=embedder.spec.decode_target)
-    return embedder.embed_images([decoded.image])[0]
+def embed_bytes(model: Model, data: bytes) -> np.ndarray:
+    decoded = decode(data, target=model.spec.decode_target)
+    return model.embed_images([decoded.image])[0]
 
 
 @pytest.mark.parametrize(
@@ -109,27 +109,27 @@ def test_byte_cap():
     assert info.value.reason == "too-large"
 
 
-def test_vectors_are_unit_length_and_deterministic(embedder):
+def test_vectors_are_unit_length_and_deterministic(model):
     data = images.jpeg_bytes(images.photo(8))
-    a, b = embed_bytes(embedder, data), embed_bytes(embedder, data)
+    a, b = embed_bytes(model, data), embed_bytes(model, data)
     assert a.dtype == np.float32 and a.shape == (1280,)
     assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-5)
     assert np.array_equal(a, b)
 
 
-def test_batch_and_single_give_the_same_vector(embedder):
+def test_batch_and_single_give_the_same_vector(model):
     photos = [images.photo(s, (320, 240)) for s in (10, 11, 12)]
-    batch = embedder.embed_images(photos)
-    single = embedder.embed_images([photos[1]])[0]
+    batch = model.embed_images(photos)
+    single = model.embed_images([photos[1]])[0]
     assert float(batch[1] @ single) > 0.9999
 
 
-def test_reencoded_half_size_copy_stays_closest_to_its_original(embedder):
+def test_reencoded_half_size_copy_stays_closest_to_its_original(model):
     originals = {seed: images.photo(seed) for seed in range(20, 32)}
-    vecs = {s: embed_bytes(embedder, images.jpeg_bytes(p, quality=95)) for s, p in originals.items()}
+    vecs = {s: embed_bytes(model, images.jpeg_bytes(p, quality=95)) for s, p in originals.items()}
     for seed, photo in originals.items():
         small = photo.resize((photo.width // 2, photo.height // 2), Image.Resampling.LANCZOS)
-        query = embed_bytes(embedder, images.jpeg_bytes(small, quality=60))
+        query = embed_bytes(model, images.jpeg_bytes(small, quality=60))
         sims = {s: float(query @ v) for s, v in vecs.items()}
         assert max(sims, key=sims.get) == seed, sims
 

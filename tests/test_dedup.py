@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from imgdb import dedup
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 from tests import images
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder(ModelSpec.load())
+def model() -> Model:
+    return Model(ModelSpec.load())
 
 
 def sha(data: bytes) -> str:
@@ -46,7 +46,7 @@ DISTINCT_SEEDS = (10, 11)
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory, embedder):
+def collection(tmp_path_factory, model):
     """One store: two photos with four near-duplicates each, two unrelated photos, a PNG and a
     lossless WebP of one picture, and one file stored at two paths."""
     root = tmp_path_factory.mktemp("dedup")
@@ -68,8 +68,8 @@ def collection(tmp_path_factory, embedder):
     files["lossless/pic.webp"] = webp_lossless(pic)
     write(root / "pics", files)
     store = Store.open(root / "db", write=True)
-    ingest(store, [str(root / "pics")], embedder)
-    result = dedup.find_duplicates(store)
+    ingest(store, [str(root / "pics")], model)
+    result = dedup.find(store)
     yield {"store": store, "result": result, "near": near, "distinct": distinct,
            "png": sha(files["lossless/pic.png"]), "webp": sha(files["lossless/pic.webp"])}
     store.close()
@@ -110,7 +110,7 @@ def test_identical_pixels_in_png_and_lossless_webp(collection):
     stages = {p.stage for p in result.pairs if {p.a, p.b} == {collection["png"], collection["webp"]}}
     assert "pixels" in stages and "phash" in stages  # every stage that found it is recorded
     # The pixels stage alone finds exactly that pair.
-    alone = dedup.find_duplicates(collection["store"], methods=("pixels",))
+    alone = dedup.find(collection["store"], methods=("pixels",))
     assert [set(g.ids) for g in alone.groups] == [{collection["png"], collection["webp"]}]
 
 
@@ -122,14 +122,14 @@ def test_same_bytes_at_two_paths_is_an_exact_group(collection):
     assert g.copies == 2
 
 
-def test_a_crop_phash_misses_is_found_by_the_embedding_stage(tmp_path, embedder):
+def test_a_crop_phash_misses_is_found_by_the_embedding_stage(tmp_path, model):
     # Photo 8's 5% crop moves its pHash ~18 bits; the embedding still sees the same picture.
     v = images.variants(images.photo(8, (320, 240)))
     write(tmp_path / "pics", {"orig.jpg": v["original"], "crop.jpg": v["crop_5pct"]})
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "pics")], embedder)
-        assert dedup.find_duplicates(store, methods=("phash",)).groups == []
-        (g,) = dedup.find_duplicates(store).groups
+        ingest(store, [str(tmp_path / "pics")], model)
+        assert dedup.find(store, methods=("phash",)).groups == []
+        (g,) = dedup.find(store).groups
         assert g.keep_id == sha(v["original"]) and g.ids[1] == sha(v["crop_5pct"])
         assert g.stage == "embedding" and g.best_score >= dedup.COSINE_MIN
 
@@ -147,7 +147,7 @@ def test_results_and_hashes_are_in_duckdb(collection):
     saved = dedup.latest_groups(store, result.run_id)
     assert [(g.keep_id, g.ids, g.stage) for g in saved] == [(g.keep_id, g.ids, g.stage) for g in result.groups]
     # A re-run reuses the cached hashes and gives the same groups.
-    again = dedup.find_duplicates(store)
+    again = dedup.find(store)
     assert again.stats["hashed_now"] == 0
     assert [g.ids for g in again.groups] == [g.ids for g in result.groups]
     assert [g.ids for g in dedup.latest_groups(store)] == [g.ids for g in again.groups]
@@ -165,7 +165,7 @@ def test_grouping_does_not_chain():
     assert sorted(map(sorted, groups)) == [["A", "B", "C"], ["D", "E"]]
 
 
-def test_end_to_end_no_chaining(tmp_path, embedder):
+def test_end_to_end_no_chaining(tmp_path, model):
     # B is a 50/50 blend of two unrelated photos: 18 bits from each, they are 36 apart.
     a, c = images.photo(30, (320, 240)), images.photo(31, (320, 240))
     b = Image.blend(a, c, 0.5)
@@ -173,12 +173,12 @@ def test_end_to_end_no_chaining(tmp_path, embedder):
     write(tmp_path / "pics", files)
     ids = {k: sha(v) for k, v in files.items()}
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "pics")], embedder)
+        ingest(store, [str(tmp_path / "pics")], model)
         hashes = dedup.compute_hashes(store)
         dist = lambda x, y: bin(hashes[ids[x]].phash ^ hashes[ids[y]].phash).count("1")  # noqa: E731
         t = max(dist("a.png", "b.png"), dist("b.png", "c.png"))
         assert dist("a.png", "c.png") > t
-        result = dedup.find_duplicates(store, methods=("phash",), phash_max_distance=t)
+        result = dedup.find(store, methods=("phash",), phash_max_distance=t)
         pairs = {frozenset((p.a, p.b)) for p in result.pairs}
         assert frozenset((ids["a.png"], ids["b.png"])) in pairs and frozenset((ids["b.png"], ids["c.png"])) in pairs
         assert len(result.groups) == 1
@@ -188,34 +188,34 @@ def test_end_to_end_no_chaining(tmp_path, embedder):
 # ---------------------------------------------------------------------------------- decisions
 
 
-def test_rejected_pair_stays_apart_in_later_runs(tmp_path, embedder):
+def test_rejected_pair_stays_apart_in_later_runs(tmp_path, model):
     v = images.variants(images.photo(3, (320, 240)))
     write(tmp_path / "pics", {"orig.jpg": v["original"], "q60.jpg": v["reencode_q60"]})
     a, b = sha(v["original"]), sha(v["reencode_q60"])
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "pics")], embedder)
-        first = dedup.find_duplicates(store)
+        ingest(store, [str(tmp_path / "pics")], model)
+        first = dedup.find(store)
         assert [set(g.ids) for g in first.groups] == [{a, b}]
         assert dedup.reject(store, str(tmp_path / "pics" / "q60.jpg"), a[:10]) == (min(a, b), max(a, b))
-        second = dedup.find_duplicates(store)
+        second = dedup.find(store)
         assert second.groups == [] and second.pairs == []
         assert second.stats["rejected_dropped"] >= 1
     with Store.open(tmp_path / "db", write=True) as store:  # remembered across sessions
         assert store.query("SELECT count(*) FROM dupe_rejects")[0][0] == 1
-        assert dedup.find_duplicates(store).groups == []
+        assert dedup.find(store).groups == []
         assert dedup.latest_groups(store) == []
 
 
-def test_keep_policies(tmp_path, embedder):
+def test_keep_policies(tmp_path, model):
     big = images.photo(2, (640, 480))
     small = big.resize((320, 240), Image.Resampling.LANCZOS)
     write(tmp_path / "first", {"small.jpg": images.jpeg_bytes(small)})
     write(tmp_path / "later", {"big.jpg": images.jpeg_bytes(big)})
     small_id, big_id = sha(images.jpeg_bytes(small)), sha(images.jpeg_bytes(big))
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "first")], embedder)
-        ingest(store, [str(tmp_path / "later")], embedder)  # added later
-        keep = {k: dedup.find_duplicates(store, keep=k).groups[0].keep_id for k in dedup.KEEP_POLICIES}
+        ingest(store, [str(tmp_path / "first")], model)
+        ingest(store, [str(tmp_path / "later")], model)  # added later
+        keep = {k: dedup.find(store, keep=k).groups[0].keep_id for k in dedup.KEEP_POLICIES}
         assert keep == {"largest": big_id, "smallest": small_id, "earliest": small_id, "latest": big_id}
         rows = store.query("SELECT image_id FROM dupe_groups WHERE is_keep ORDER BY run_id")
         assert [r[0] for r in rows] == [big_id, small_id, small_id, big_id]
@@ -226,9 +226,9 @@ def test_bad_arguments_are_usage_errors(collection):
 
     store = collection["store"]
     with pytest.raises(UsageError, match="method"):
-        dedup.find_duplicates(store, methods=("phash", "nope"))
+        dedup.find(store, methods=("phash", "nope"))
     with pytest.raises(UsageError, match="keep"):
-        dedup.find_duplicates(store, keep="prettiest")
+        dedup.find(store, keep="prettiest")
     image_id = collection["png"]
     with pytest.raises(UsageError, match="itself"):
         dedup.reject(store, image_id, image_id[:8])

@@ -10,6 +10,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+import imgdb
 from PIL import Image
 
 from imgdb import clustering as cluster
@@ -156,15 +158,18 @@ def test_reexport_replaces_an_earlier_export_but_never_a_foreign_folder(family_d
         assert len(list((out / "sheets").iterdir())) == 3
         assert all(p.exists() for p in local_links(out / "index.html"))
         assert "run " + str(three) in (out / "index.html").read_text()
-        export_clusters(store, None, tmp_path / "latest")  # the latest run
+    with imgdb.open(family_db) as images:
+        images.export_clusters(tmp_path / "latest")  # the latest run
+        assert "run " + str(three) in (tmp_path / "latest" / "index.html").read_text()
+    with Store.open(family_db) as store:
         foreign = tmp_path / "mine"
         foreign.mkdir()
         (foreign / "notes.txt").write_text("keep me")
         with pytest.raises(UsageError, match="not empty"):
             export_clusters(store, six, foreign)
         assert (foreign / "notes.txt").read_text() == "keep me"
-        with pytest.raises(UsageError, match="no clustering run 12345"):
-            export_clusters(store, 12345, tmp_path / "none")
+    with imgdb.open(family_db) as images, pytest.raises(UsageError, match="no clustering run 12345"):
+        images.export_clusters(tmp_path / "none", run=12345)
 
 
 # ---------------------------------------------------------------------------- generic gallery

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.errors import ConnectFailed, UsageError
 from imgdb.acquire.fetch import FetchPolicy
 from imgdb.acquire.ingest import IngestOptions, ingest
@@ -19,18 +19,18 @@ from tests.server import Response
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder(ModelSpec.load())
+def model() -> Model:
+    return Model(ModelSpec.load())
 
 
 def fast_policy(**kw) -> FetchPolicy:
     return FetchPolicy(**{"timeout": 0.5, "retries": 2, "backoff": 0.01, "max_retry_after": 0.1, **kw})
 
 
-def assert_stores_agree(store: Store, embedder: Embedder) -> None:
+def assert_stores_agree(store: Store, model: Model) -> None:
     ids = store.image_ids()
-    assert store.vector_ids(embedder.spec.key) == ids
-    assert store.vectors(embedder.spec.key).count_rows() == len(ids)  # no duplicate rows
+    assert store.vector_ids(model.spec.key) == ids
+    assert store.vectors(model.spec.key).count_rows() == len(ids)  # no duplicate rows
     for image_id in ids:
         assert hashlib.sha256(store.read_blob(image_id)).hexdigest() == image_id
 
@@ -61,14 +61,14 @@ def make_folder(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_folder_ingest_stores_every_image_and_records_failures(tmp_path, embedder):
+def test_folder_ingest_stores_every_image_and_records_failures(tmp_path, model):
     make_folder(tmp_path / "pics")
     with Store.open(tmp_path / "db", write=True) as store:
-        summary = ingest(store, [str(tmp_path / "pics")], embedder)
+        summary = ingest(store, [str(tmp_path / "pics")], model)
         assert summary.images_found == 13
         assert summary.new == 8 and summary.already_stored == 1
         assert dict(summary.failed) == {"truncated": 1, "not-image": 1, "empty": 1, "bomb": 1}
-        assert_stores_agree(store, embedder)
+        assert_stores_agree(store, model)
         formats = dict(store.query("SELECT format, count(*) FROM images GROUP BY 1"))
         assert formats == {"JPEG": 3, "PNG": 1, "WEBP": 1, "GIF": 1, "TIFF": 1, "BMP": 1}
         # The same bytes at two paths: one image, two sources.
@@ -82,35 +82,35 @@ def test_folder_ingest_stores_every_image_and_records_failures(tmp_path, embedde
         assert runs == [("ingest", "done")]
 
 
-def test_folder_rerun_adds_nothing(tmp_path, embedder):
+def test_folder_rerun_adds_nothing(tmp_path, model):
     make_folder(tmp_path / "pics")
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "pics")], embedder)
+        ingest(store, [str(tmp_path / "pics")], model)
         before = store.info()
-        again = ingest(store, [str(tmp_path / "pics")], embedder)
+        again = ingest(store, [str(tmp_path / "pics")], model)
         assert again.new == 0 and again.already_stored == 9
         after = store.info()
         assert (after["images"], after["sources"]) == (before["images"], before["sources"])
-        assert_stores_agree(store, embedder)
+        assert_stores_agree(store, model)
 
 
-def test_same_image_twice_gives_the_identical_vector(tmp_path, embedder):
+def test_same_image_twice_gives_the_identical_vector(tmp_path, model):
     data = images.jpeg_bytes(images.photo(11))
     (tmp_path / "one.jpg").write_bytes(data)
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "one.jpg")], embedder)
+        ingest(store, [str(tmp_path / "one.jpg")], model)
         image_id = hashlib.sha256(data).hexdigest()
-        stored = store.get_vectors(embedder.spec.key, [image_id])[image_id]
+        stored = store.get_vectors(model.spec.key, [image_id])[image_id]
     from imgdb.imaging.decode import decode
 
-    fresh = embedder.embed_images([decode(data, target=embedder.spec.decode_target).image])[0]
+    fresh = model.embed_images([decode(data, target=model.spec.decode_target).image])[0]
     assert np.array_equal(stored, fresh)
 
 
-def test_missing_folder_is_a_usage_error(tmp_path, embedder):
+def test_missing_folder_is_a_usage_error(tmp_path, model):
     with Store.open(tmp_path / "db", write=True) as store:
         with pytest.raises(UsageError, match="no such file"):
-            ingest(store, [str(tmp_path / "nope")], embedder)
+            ingest(store, [str(tmp_path / "nope")], model)
         assert store.image_ids() == set()
 
 
@@ -178,10 +178,10 @@ def shop_options(**kw) -> IngestOptions:
     return IngestOptions(**{"depth": 1, "fetch_policy": fast_policy(max_bytes=200_000), **kw})
 
 
-def test_web_ingest_crawls_pagination_and_product_pages(tmp_path, http_server, embedder):
+def test_web_ingest_crawls_pagination_and_product_pages(tmp_path, http_server, model):
     build_shop(http_server)
     with Store.open(tmp_path / "db", write=True) as store:
-        summary = ingest(store, [http_server.url("/shop/")], embedder, shop_options())
+        summary = ingest(store, [http_server.url("/shop/")], model, shop_options())
         assert summary.pages == 5 and summary.pages_failed == 0
         assert dict(summary.failed) == {
             "robots": 1, "http-404": 1, "redirects": 1, "timeout": 1, "not-image": 1,
@@ -189,7 +189,7 @@ def test_web_ingest_crawls_pagination_and_product_pages(tmp_path, http_server, e
         }
         # p0..p7, p0-small is replaced by the larger srcset candidate, detail1, flaky (after a retry).
         assert summary.new == 10
-        assert_stores_agree(store, embedder)
+        assert_stores_agree(store, model)
         assert http_server.count("/private/secret.jpg") == 0
         assert http_server.count("/img/p0-small.jpg") == 0
         assert http_server.count("/img/flaky.webp") == 2
@@ -203,14 +203,14 @@ def test_web_ingest_crawls_pagination_and_product_pages(tmp_path, http_server, e
         assert all("imgdb" in a for a in agents)
 
 
-def test_web_rerun_adds_nothing_and_downloads_nothing_again(tmp_path, http_server, embedder):
+def test_web_rerun_adds_nothing_and_downloads_nothing_again(tmp_path, http_server, model):
     build_shop(http_server)
     url = http_server.url("/shop/")
     with Store.open(tmp_path / "db", write=True) as store:
-        first = ingest(store, [url], embedder, shop_options())
+        first = ingest(store, [url], model, shop_options())
         images_before = store.info()["images"]
         http_server.reset()
-        again = ingest(store, [url], embedder, shop_options())
+        again = ingest(store, [url], model, shop_options())
         # Stored images are not fetched again; only what failed last time is retried.
         assert again.new == 0 and again.downloaded == 3  # html.jpg, truncated.jpg, bomb.png
         assert again.already_stored == first.new
@@ -219,32 +219,32 @@ def test_web_rerun_adds_nothing_and_downloads_nothing_again(tmp_path, http_serve
         # Pages are revalidated, not re-downloaded: the server answered 304.
         listing_requests = [h for _m, p, h in http_server.requests if p == "/shop/"]
         assert listing_requests and "If-Modified-Since" in listing_requests[0]
-        assert_stores_agree(store, embedder)
+        assert_stores_agree(store, model)
 
 
-def test_max_images_caps_the_run(tmp_path, http_server, embedder):
+def test_max_images_caps_the_run(tmp_path, http_server, model):
     build_shop(http_server)
     with Store.open(tmp_path / "db", write=True) as store:
-        summary = ingest(store, [http_server.url("/shop/")], embedder, shop_options(max_images=3, depth=0))
+        summary = ingest(store, [http_server.url("/shop/")], model, shop_options(max_images=3, depth=0))
         assert summary.images_found == 3 and summary.new == 3
 
 
-def test_pages_option_limits_pagination(tmp_path, http_server, embedder):
+def test_pages_option_limits_pagination(tmp_path, http_server, model):
     build_shop(http_server)
     with Store.open(tmp_path / "db", write=True) as store:
-        summary = ingest(store, [http_server.url("/shop/")], embedder, shop_options(pages=2, depth=0))
+        summary = ingest(store, [http_server.url("/shop/")], model, shop_options(pages=2, depth=0))
         assert summary.pages == 2
         assert http_server.count("/shop/page/3/") == 0
 
 
-def test_an_image_url_is_ingested_directly(tmp_path, http_server, embedder):
+def test_an_image_url_is_ingested_directly(tmp_path, http_server, model):
     http_server.route("/one.png", images.png_bytes(images.photo(5, (160, 120))))
     with Store.open(tmp_path / "db", write=True) as store:
-        summary = ingest(store, [http_server.url("/one.png")], embedder, shop_options())
+        summary = ingest(store, [http_server.url("/one.png")], model, shop_options())
         assert summary.new == 1
 
 
-def test_unreachable_start_page_is_an_error_and_stores_nothing(tmp_path, embedder):
+def test_unreachable_start_page_is_an_error_and_stores_nothing(tmp_path, model):
     import socket
 
     with socket.socket() as s:
@@ -252,29 +252,29 @@ def test_unreachable_start_page_is_an_error_and_stores_nothing(tmp_path, embedde
         port = s.getsockname()[1]
     with Store.open(tmp_path / "db", write=True) as store:
         with pytest.raises(ConnectFailed):
-            ingest(store, [f"http://127.0.0.1:{port}/"], embedder, shop_options())
+            ingest(store, [f"http://127.0.0.1:{port}/"], model, shop_options())
         assert store.image_ids() == set()
         assert store.query("SELECT status FROM runs") == [("failed",)]
 
 
-def test_vectors_are_kept_per_model(tmp_path, embedder):
+def test_vectors_are_kept_per_model(tmp_path, model):
     """A second model (here: the same weights under another name) gets its own vectors."""
     import json
     import shutil
 
-    spec = embedder.spec
+    spec = model.spec
     shutil.copy(spec.path, tmp_path / "other.onnx")
     raw = json.loads(spec.path.with_suffix(".json").read_text())
     raw.update(name="other", file="other.onnx")
     (tmp_path / "other.json").write_text(json.dumps(raw))
-    other = Embedder(ModelSpec.load(tmp_path / "other.onnx"))
+    other = Model(ModelSpec.load(tmp_path / "other.onnx"))
     (tmp_path / "pics").mkdir()
     for seed in range(3):
         (tmp_path / "pics" / f"{seed}.png").write_bytes(images.png_bytes(images.photo(seed, (96, 72))))
     with Store.open(tmp_path / "db", write=True) as store:
-        ingest(store, [str(tmp_path / "pics")], embedder)
+        ingest(store, [str(tmp_path / "pics")], model)
         again = ingest(store, [str(tmp_path / "pics")], other)
         assert again.new == 0 and again.already_stored == 3
         models = {m["name"]: m["vectors"] for m in store.info()["models"]}
         assert models == {"efficientnet-lite0": 3, "other": 3}
-        assert store.vector_ids(other.spec.key) == store.vector_ids(embedder.spec.key) == store.image_ids()
+        assert store.vector_ids(other.spec.key) == store.vector_ids(model.spec.key) == store.image_ids()

@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import imgdb
 import imgdb.config
 from imgdb.cli import app
-from imgdb.imaging.model import Embedder, ModelSpec
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.errors import UsageError
 from imgdb.acquire.ingest import ingest
-from imgdb.search import search, similar
-from imgdb.store.sql import run_sql
+from imgdb.search import search
 from imgdb.store import Store
 from tests import images
 from tests.fakes import FakeSpec, new_image
@@ -37,15 +37,15 @@ def collection(tmp_path_factory) -> Path:
         (pics / f"p{seed}-small.jpg").write_bytes(images.jpeg_bytes(small, quality=60))
         (pics / f"p{seed}.png").write_bytes(images.png_bytes(photo.crop((12, 9, 468, 351))))
     with Store.open(root / "db", write=True) as store:
-        ingest(store, [str(pics)], Embedder(ModelSpec.load()))
+        ingest(store, [str(pics)], Model(ModelSpec.load()))
     return root
 
 
 def test_a_stored_image_finds_its_own_variants_first_and_not_itself(collection):
-    with Store.open(collection / "db") as store:
+    with imgdb.open(collection / "db") as col:
         for seed in range(6):
             path = collection / "pics" / f"p{seed}.jpg"
-            query, matches = similar(store, str(path), k=5)
+            query, matches = col.similar(str(path), k=5)
             assert query.id is not None  # the file is in the store: its stored vector is used
             assert all(m.id != query.id for m in matches)
             top2 = {Path(m.source).name for m in matches[:2]}
@@ -57,32 +57,32 @@ def test_a_new_file_is_embedded_but_not_stored(collection, tmp_path):
     photo = images.photo(203, (480, 360)).rotate(3)
     query_file = tmp_path / "query.webp"
     query_file.write_bytes(images.webp_bytes(photo))
-    with Store.open(collection / "db") as store:
-        before = len(store.image_ids())
-        query, matches = similar(store, str(query_file), k=3)
+    with imgdb.open(collection / "db") as col:
+        before = len(col.store.image_ids())
+        query, matches = col.similar(str(query_file), k=3)
         assert query.id is None
         assert Path(matches[0].source).name.startswith("p3")
-        assert len(store.image_ids()) == before
+        assert len(col.store.image_ids()) == before
 
 
 def test_where_filters_on_metadata(collection):
-    with Store.open(collection / "db") as store:
-        _, matches = similar(store, str(collection / "pics" / "p1.jpg"), k=20, where="format = 'PNG'")
+    with imgdb.open(collection / "db") as col:
+        _, matches = col.similar(str(collection / "pics" / "p1.jpg"), k=20, where="format = 'PNG'")
         assert matches and all(m.format == "PNG" for m in matches)
         assert len(matches) == 6
-        _, none = similar(store, str(collection / "pics" / "p1.jpg"), where="width > 10000")
+        _, none = col.similar(str(collection / "pics" / "p1.jpg"), where="width > 10000")
         assert none == []
         with pytest.raises(UsageError, match="bad --where"):
-            similar(store, str(collection / "pics" / "p1.jpg"), where="no_such_column = 1")
+            col.similar(str(collection / "pics" / "p1.jpg"), where="no_such_column = 1")
 
 
 def test_id_prefix_and_unknown_query(collection):
-    with Store.open(collection / "db") as store:
-        some_id = sorted(store.image_ids())[0]
-        query, matches = similar(store, some_id[:10], k=3)
+    with imgdb.open(collection / "db") as col:
+        some_id = sorted(col.store.image_ids())[0]
+        query, matches = col.similar(some_id[:10], k=3)
         assert query.id == some_id and len(matches) == 3
         with pytest.raises(UsageError, match="not a stored image id"):
-            similar(store, "no-such-thing.jpg")
+            col.similar("no-such-thing.jpg")
 
 
 def test_cli_similar_and_sql_json_parse(collection):
@@ -100,14 +100,14 @@ def test_cli_similar_and_sql_json_parse(collection):
 
 
 def test_sql_is_read_only_and_errors_are_one_line(collection):
-    with Store.open(collection / "db") as store:
-        columns, rows = run_sql(store, "SELECT count(DISTINCT site) AS sites, count(*) AS n FROM image_sources")
+    with imgdb.open(collection / "db") as col:
+        columns, rows = col.sql("SELECT count(DISTINCT site) AS sites, count(*) AS n FROM image_sources")
         assert columns == ["sites", "n"] and rows[0][1] == 18
         with pytest.raises(UsageError, match="read-only"):
-            run_sql(store, "DELETE FROM images")
+            col.sql("DELETE FROM images")
         with pytest.raises(UsageError, match="SQL error"):
-            run_sql(store, "SELEC nonsense")
-        assert len(store.image_ids()) == 18
+            col.sql("SELEC nonsense")
+        assert len(col.store.image_ids()) == 18
 
 
 def test_ann_index_keeps_recall_against_exact_search(tmp_path, monkeypatch):
@@ -182,13 +182,13 @@ def test_cli_clusters_fit_show_export(collection, tmp_path):
 
 def test_sql_refuses_several_statements_and_file_access(collection, tmp_path):
     target = tmp_path / "leak.csv"
-    with Store.open(collection / "db") as store:
+    with imgdb.open(collection / "db") as col:
         with pytest.raises(UsageError, match="exactly one"):
-            run_sql(store, "SELECT 1; SELECT 2")
+            col.sql("SELECT 1; SELECT 2")
         with pytest.raises(UsageError):
-            run_sql(store, f"COPY (SELECT * FROM images) TO '{target}'")
+            col.sql(f"COPY (SELECT * FROM images) TO '{target}'")
         with pytest.raises(UsageError):
-            similar(store, str(collection / "pics" / "p1.jpg"), where=f"true; COPY (SELECT 1) TO '{target}'")
+            col.similar(str(collection / "pics" / "p1.jpg"), where=f"true; COPY (SELECT 1) TO '{target}'")
     assert not target.exists()
 
 

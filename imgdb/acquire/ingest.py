@@ -25,33 +25,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from imgdb.imaging.decode import MAX_BYTES, decode
-from imgdb.imaging.model import Embedder
+from imgdb.imaging.model import Model
 from imgdb.errors import DecodeError, FetchError, UsageError
+from imgdb.progress import NullProgress, Progress
 from imgdb.store import NewImage, SourceRow, Store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-
-
-class Reporter(Protocol):
-    """Progress sink; ``present.RichReporter`` draws bars, tests use the no-op one."""
-
-    def found(self, kind: str, n: int = 1) -> None: ...
-
-    def done(self, kind: str, n: int = 1) -> None: ...
-
-
-class NullReporter:
-    def found(self, kind: str, n: int = 1) -> None:
-        pass
-
-    def done(self, kind: str, n: int = 1) -> None:
-        pass
 
 
 @dataclass
@@ -114,16 +99,16 @@ class _Prepared:
 def ingest(
     store: Store,
     targets: Sequence[str],
-    embedder: Embedder,
+    model: Model,
     options: IngestOptions | None = None,
-    reporter: Reporter | None = None,
+    progress: Progress | None = None,
 ) -> IngestSummary:
     """Ingest URLs, folders and files into ``store``; returns counts for the summary table.
 
     Raises ImgdbError only when nothing could be done (every target unusable).
     """
     options = options or IngestOptions()
-    reporter = reporter or NullReporter()
+    progress = progress or NullProgress()
     urls = [t for t in targets if urlsplit(t).scheme in ("http", "https")]
     paths = [Path(t) for t in targets if t not in urls]
     for t in targets:
@@ -133,16 +118,16 @@ def ingest(
     if missing:
         raise UsageError(f"no such file or folder: {missing[0]}")
 
-    store.register_model(embedder.spec)
+    store.register_model(model.spec)
     summary = IngestSummary()
     summary.run_id = store.start_run("ingest", {"targets": list(targets), **_options_json(options)})
-    processor = Processor(store, embedder, summary, reporter, options)
+    processor = Processor(store, model, summary, progress, options)
     started = time.perf_counter()
     try:
         if paths:
-            processor.run(_file_candidates(store, paths, summary, reporter, options.max_images))
+            processor.run(_file_candidates(store, paths, summary, progress, options.max_images))
         if urls:
-            _ingest_urls(store, urls, processor, summary, reporter, options)
+            _ingest_urls(store, urls, processor, summary, progress, options)
         summary.status = "done"
     except KeyboardInterrupt:
         summary.status = "interrupted"
@@ -153,7 +138,7 @@ def ingest(
     finally:
         summary.seconds = time.perf_counter() - started
         store.finish_run(summary.run_id, summary.status, summary.as_dict())
-    store.maintain_vectors(embedder.spec.key, summary.new)
+    store.maintain_vectors(model.spec.key, summary.new)
     return summary
 
 
@@ -168,12 +153,12 @@ def _options_json(options: IngestOptions) -> dict[str, Any]:
 class Processor:
     """Turns candidates into stored images. Decoding overlaps embedding via a thread pool."""
 
-    def __init__(self, store: Store, embedder: Embedder, summary: IngestSummary, reporter: Reporter, options: IngestOptions):
+    def __init__(self, store: Store, model: Model, summary: IngestSummary, progress: Progress, options: IngestOptions):
         self.store = store
-        self.embedder = embedder
-        self.spec = embedder.spec
+        self.model = model
+        self.spec = model.spec
         self.summary = summary
-        self.reporter = reporter
+        self.progress = progress
         self.options = options
         self.embedded = store.vector_ids(self.spec.key)  # ids with a vector for this model
         self.stored = store.image_ids()
@@ -211,7 +196,7 @@ class Processor:
         return _Prepared(image_id, data, decoded.width, decoded.height, decoded.format, tensor)
 
     def _take(self, cand: Candidate, future: Future[_Prepared]) -> None:
-        self.reporter.done("images")
+        self.progress.done("images")
         try:
             prep = future.result()
         except DecodeError as exc:
@@ -240,7 +225,7 @@ class Processor:
         batch, self._batch = list(self._batch.values()), {}
         sources, self._sources = self._sources, []
         if batch:
-            vectors = self.embedder.embed_arrays(np.stack([p.tensor for p, _ in batch]))
+            vectors = self.model.embed_arrays(np.stack([p.tensor for p, _ in batch]))
             fresh = [i for i, (p, _) in enumerate(batch) if p.id not in self.stored]
             again = [i for i, (p, _) in enumerate(batch) if p.id in self.stored]
             # Stored under another model: only this model's vector and the sources are new.
@@ -291,7 +276,7 @@ def _read(path: Path | None) -> bytes:
 
 
 def _file_candidates(
-    store: Store, paths: Sequence[Path], summary: IngestSummary, reporter: Reporter, cap: int | None
+    store: Store, paths: Sequence[Path], summary: IngestSummary, progress: Progress, cap: int | None
 ) -> Iterator[Candidate]:
     known = store.known_files()
     store_dir = store.path.resolve()
@@ -299,7 +284,7 @@ def _file_candidates(
         if cap is not None and summary.images_found >= cap:
             return
         summary.images_found += 1
-        reporter.found("images")
+        progress.found("images")
         try:
             st = path.stat()
         except OSError as exc:
@@ -332,7 +317,7 @@ def _walk(paths: Sequence[Path], skip: Path) -> Iterator[Path]:
 
 
 def _ingest_urls(
-    store: Store, urls: Sequence[str], processor: Processor, summary: IngestSummary, reporter: Reporter, options: IngestOptions
+    store: Store, urls: Sequence[str], processor: Processor, summary: IngestSummary, progress: Progress, options: IngestOptions
 ) -> None:
     """Run the async crawl; the processor consumes its downloads in a thread of its own."""
     handoff: queue.Queue[Candidate | None] = queue.Queue(maxsize=options.batch_size * 4)
@@ -348,7 +333,7 @@ def _ingest_urls(
 
     worker = threading.Thread(target=consume, name="imgdb-store", daemon=True)
     worker.start()
-    crawler = _Crawler(store, handoff, summary, reporter, options)
+    crawler = _Crawler(store, handoff, summary, progress, options)
     try:
         asyncio.run(crawler.run(urls))
     finally:
@@ -362,11 +347,11 @@ def _ingest_urls(
 
 class _Crawler:
     def __init__(self, store: Store, handoff: queue.Queue[Candidate | None], summary: IngestSummary,
-                 reporter: Reporter, options: IngestOptions):
+                 progress: Progress, options: IngestOptions):
         self.store = store
         self.handoff = handoff
         self.summary = summary
-        self.reporter = reporter
+        self.progress = progress
         self.options = options
         self.known_urls = {} if options.refresh else store.known_urls()
         self.seen_pages: set[str] = set()
@@ -415,7 +400,7 @@ class _Crawler:
         """Fetch and parse one page (or reuse its last parse on 304) and queue its images."""
         from imgdb.acquire.crawl import ImageLink, ParsedPage, parse_page
 
-        self.reporter.found("pages")
+        self.progress.found("pages")
         etag, last_modified, previous = (None, None, None) if self.options.refresh else self.store.page_state(url)
         headers = {}
         if previous is not None and etag:
@@ -426,14 +411,14 @@ class _Crawler:
             fetched = await self.fetcher.get(url, kind="page", headers=headers)
         except FetchError as exc:
             self.summary.pages_failed += 1
-            self.reporter.done("pages")
+            self.progress.done("pages")
             self.store.record_page(url, run_id=self.summary.run_id, status=getattr(exc, "status", None), error=str(exc))
             self.store.record_failure(self.summary.run_id, url, exc.reason, str(exc), url)
             if is_start:
                 self.start_errors.append(exc)
             return None
         self.summary.pages += 1
-        self.reporter.done("pages")
+        self.progress.done("pages")
         if fetched.status == 304 and previous is not None:
             parsed = ParsedPage(
                 url=previous["url"],
@@ -466,7 +451,7 @@ class _Crawler:
             return
         self.seen_images.add(link.url)
         self.summary.images_found += 1
-        self.reporter.found("images")
+        self.progress.found("images")
         task = asyncio.ensure_future(self._download(link, fetched))
         self.downloads.add(task)
         task.add_done_callback(self.downloads.discard)
@@ -482,7 +467,7 @@ class _Crawler:
                 fetched = await self.fetcher.get(link.url, kind="image")
             except FetchError as exc:
                 self.summary.failed[exc.reason] += 1
-                self.reporter.done("images")
+                self.progress.done("images")
                 self.store.record_failure(self.summary.run_id, link.url, exc.reason, str(exc), link.page_url or None)
                 return
         self.summary.downloaded += 1
@@ -490,18 +475,3 @@ class _Crawler:
         row.content_type = fetched.content_type
         row.fetched_at = fetched.fetched_at
         await asyncio.to_thread(self.handoff.put, Candidate(row, data=fetched.content))
-
-
-
-def ingest_into(
-    db: Path, targets: Sequence[str], *, model: str | Path | None = None,
-    options: IngestOptions | None = None, reporter: Reporter | None = None,
-) -> IngestSummary:
-    """Open the store for writing, load the model, and ``ingest``: what ``imgdb ingest`` does."""
-    from imgdb.imaging.model import ModelSpec
-
-    if not targets:
-        raise UsageError("nothing to ingest: give a URL, a folder or files")
-    embedder = Embedder(ModelSpec.load(model))
-    with Store.open(db, write=True) as store:
-        return ingest(store, targets, embedder, options, reporter)

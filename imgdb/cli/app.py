@@ -13,7 +13,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from imgdb.config import default_store_path
 from imgdb.errors import ImgdbError
 
 app = typer.Typer(
@@ -69,26 +68,27 @@ def ingest(
     json: Json = False,
 ) -> None:
     """Crawl a listing page (and its pagination), or walk folders, and store every image."""
+    import imgdb
     from imgdb.acquire.fetch import FetchPolicy
-    from imgdb.acquire.ingest import IngestOptions, ingest_into
-    from imgdb.cli.present import RichReporter, ingest_summary, print_json
+    from imgdb.acquire.ingest import IngestOptions
+    from imgdb.cli.present import RichProgress, ingest_summary, print_json
 
     policy = FetchPolicy(max_connections=concurrency, per_host=per_host, timeout=timeout)
     options = IngestOptions(pages=pages, depth=depth, max_images=max_images, refresh=refresh,
                             respect_robots=not ignore_robots, fetch_policy=policy)
-    with _errors(), RichReporter(enabled=not json) as reporter:
-        summary = ingest_into(db or default_store_path(), targets, model=model, options=options, reporter=reporter)
+    with _errors(), RichProgress(enabled=not json) as progress, imgdb.open(db, "w", model=model) as images:
+        summary = images.ingest(targets, options=options, progress=progress)
     print_json(summary.as_dict()) if json else ingest_summary(summary)
 
 
 @app.command()
 def info(db: Db = None, json: Json = False) -> None:
     """What the store holds: images, sources, sites, formats, models, size on disk."""
+    import imgdb
     from imgdb.cli.present import print_json, store_info
-    from imgdb.store import Store
 
-    with _errors(), Store.open(db or default_store_path()) as store:
-        data = store.info()
+    with _errors(), imgdb.open(db) as images:
+        data = images.info()
     print_json(data) if json else store_info(data)
 
 
@@ -104,12 +104,12 @@ def similar(
     csv: Csv = False,
 ) -> None:
     """The stored images nearest to an image, as a table (or --json / --csv)."""
+    import imgdb
     from imgdb.cli.present import rows, similar_table
-    from imgdb.search import similar_at
 
     fmt = _fmt(json, csv)
-    with _errors():
-        query_info, matches = similar_at(db or default_store_path(), query, model=model, k=limit, where=where, add=add)
+    with _errors(), imgdb.open(db, "w" if add else "r", model=model) as images:
+        query_info, matches = images.similar(query, k=limit, where=where, add=add)
     if fmt == "table":
         similar_table(matches, f"nearest to {query_info.label}" + (" (stored)" if query_info.id else ""))
     else:
@@ -137,18 +137,18 @@ def clusters_fit(
     json: Json = False,
 ) -> None:
     """Cluster every image and save the run (parameters, scores per k, assignments) in the store."""
-    from imgdb.clustering import compare_at, fit_at
+    import imgdb
     from imgdb.cli.present import cluster_compare, cluster_fit, print_json
 
-    with _errors():
-        lo_hi = _k_range(k_range)
-        store_path = db or default_store_path()
-        if compare:
-            result = compare_at(store_path, pca=pca, k_range=lo_hi, seed=seed)
-            print_json(_asdict(result)) if json else cluster_compare(result)
-            return
-        run, paths = fit_at(store_path, plots=plots, method=method, pca=pca, k=_k_value(k), k_range=lo_hi,
-                            select=select, seed=seed)
+    lo_hi = _k_range(k_range)
+    if compare:
+        with _errors(), imgdb.open(db) as images:
+            result = images.compare_clusters(pca=pca, k_range=lo_hi, seed=seed)
+        print_json(_asdict(result)) if json else cluster_compare(result)
+        return
+    with _errors(), imgdb.open(db, "w") as images:
+        run = images.cluster(method=method, pca=pca, k=_k_value(k), k_range=lo_hi, select=select, seed=seed)
+        paths = images.plot_clusters(run, plots)
     if json:
         print_json({"run_id": run.run_id, "k": run.k, "select": run.select_rule, "choices": run.choices,
                     "silhouette": run.silhouette, "sizes": run.sizes, "scores": run.scores_json(),
@@ -160,11 +160,11 @@ def clusters_fit(
 @clusters_app.command("show")
 def clusters_show(run: Run = None, db: Db = None, json: Json = False) -> None:
     """A table of a run's clusters: size, representative image (medoid), top sites."""
-    from imgdb.clustering import show_at
+    import imgdb
     from imgdb.cli.present import cluster_show, print_json
 
-    with _errors():
-        run_id, clusters = show_at(db or default_store_path(), run)
+    with _errors(), imgdb.open(db) as images:
+        run_id, clusters = images.clusters(run)
     print_json({"run_id": run_id, "clusters": [_asdict(c) for c in clusters]}) if json else cluster_show(run_id, clusters)
 
 
@@ -176,11 +176,11 @@ def clusters_export(
     mode: Annotated[str, typer.Option(help="copy, hardlink or symlink.")] = "copy",
 ) -> None:
     """One folder per cluster, a contact sheet per cluster and a browsable index.html."""
-    from imgdb.clustering import export_at
+    import imgdb
     from imgdb.cli.present import console
 
-    with _errors():
-        index = export_at(db or default_store_path(), run, to, mode)
+    with _errors(), imgdb.open(db) as images:
+        index = images.export_clusters(to, run, mode)
     console.print(f"wrote {index}")
 
 
@@ -221,14 +221,17 @@ def dupes(
     """Find near-duplicate groups (nothing is deleted); `imgdb dupes reject A B` to overrule a pair."""
     if ctx.invoked_subcommand:
         return
-    from imgdb.dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE, dupes_at
+    import imgdb
     from imgdb.cli.present import dupe_groups, dupe_rows, print_json, rows
+    from imgdb.dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE
 
     fmt = _fmt(json, csv)
-    with _errors():
-        result = dupes_at(db or default_store_path(), methods=method or DEFAULT_METHODS, keep=keep, html=html,
-                          phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
-                          cosine_min=COSINE_MIN if cosine is None else cosine)
+    with _errors(), imgdb.open(db, "w") as images:
+        result = images.dupes(methods=method or DEFAULT_METHODS, keep=keep,
+                              phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
+                              cosine_min=COSINE_MIN if cosine is None else cosine)
+        if html is not None:
+            images.dupes_gallery(result, html)
     if fmt == "json":
         print_json({"run_id": result.run_id, "groups": [_asdict(g) for g in result.groups]})
     elif fmt == "csv":
@@ -244,11 +247,11 @@ def dupes_reject(
     db: Db = None,
 ) -> None:
     """Remember that two images are not duplicates; every later run respects it."""
-    from imgdb.dedup import reject_at
+    import imgdb
     from imgdb.cli.present import console
 
-    with _errors():
-        ids = reject_at(db or default_store_path(), a, b)
+    with _errors(), imgdb.open(db, "w") as images:
+        ids = images.reject(a, b)
     console.print(f"{ids[0][:12]} and {ids[1][:12]} will never be grouped as duplicates")
 
 
@@ -266,12 +269,11 @@ def sql(
     csv: Csv = False,
 ) -> None:
     """SQL over the metadata: images, sources, image_sources, pages, runs, failures, clusters, dupes."""
+    import imgdb
     from imgdb.cli.present import rows
-    from imgdb.store.sql import run_sql
-    from imgdb.store import Store
 
-    with _errors(), Store.open(db or default_store_path()) as store:
-        columns, data = run_sql(store, query)
+    with _errors(), imgdb.open(db) as images:
+        columns, data = images.sql(query)
     rows(columns, data, fmt=_fmt(json, csv))
 
 
@@ -286,11 +288,11 @@ def demo(
     db: Annotated[Path, typer.Option("--db", help="Where to build the demo store (recreated each run).")] = Path("imgdb-demo"),
 ) -> None:
     """Serve a small generated shop on 127.0.0.1 and ingest it (no internet needed)."""
-    from imgdb.demo import run_demo
-    from imgdb.cli.present import RichReporter, console, ingest_summary, store_info
+    from imgdb import demo as shop
+    from imgdb.cli.present import RichProgress, console, ingest_summary, store_info
 
-    with _errors(), RichReporter() as reporter:
-        summary, data, url = run_demo(db, reporter=reporter)
+    with _errors(), RichProgress() as progress:
+        summary, data, url = shop.run(db, progress=progress)
     console.print(f"Crawled the demo shop at {url} with --depth 1 into [bold]{db}[/]")
     ingest_summary(summary)
     store_info(data)

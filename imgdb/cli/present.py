@@ -23,8 +23,8 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-class RichReporter:
-    """Progress bars for pages and images, fed from the crawler and the processor threads."""
+class RichProgress:
+    """``progress.Progress`` drawn as rich bars, fed from the crawler and the processor threads."""
 
     def __init__(self, enabled: bool = True):
         self.progress = Progress(
@@ -33,7 +33,7 @@ class RichReporter:
         )
         self._tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> RichReporter:
+    def __enter__(self) -> RichProgress:
         self.progress.start()
         return self
 

@@ -918,37 +918,3 @@ def scores_table(run: ClusterRun) -> list[dict[str, Any]]:
         {"k": s.k, "distortion": s.distortion, "silhouette": s.silhouette, "picked_by": sorted(picked.get(s.k, []))}
         for s in run.scores
     ]
-
-
-
-# ---------------------------------------------------------------------------------------
-# what the CLI calls
-
-
-def fit_at(db: Path, *, plots: Path | None = None, **options: Any) -> tuple[ClusterRun, list[Path]]:
-    """``imgdb clusters fit``: fit and save a run, then draw its plots (default: in the store)."""
-    with Store.open(db, write=True) as store:
-        run = fit(store, **options)
-    out = plots or Path(db) / "plots" / f"run-{run.run_id}"
-    return run, plot(run, out)
-
-
-def compare_at(db: Path, **options: Any) -> CompareResult:
-    """``imgdb clusters fit --compare``: recipe B's grid of silhouettes, saving nothing."""
-    with Store.open(db) as store:
-        return compare(store, **options)
-
-
-def show_at(db: Path, run_id: int | None = None) -> tuple[int, list[ClusterSummary]]:
-    """``imgdb clusters show``: the run's id and its clusters."""
-    with Store.open(db) as store:
-        run_id = resolve_run(store, run_id)
-        return run_id, show(store, run_id)
-
-
-def export_at(db: Path, run_id: int | None, to: Path, mode: str = "copy") -> Path:
-    """``imgdb clusters export``: folders, contact sheets and index.html; returns its path."""
-    from imgdb.export import export_clusters
-
-    with Store.open(db) as store:
-        return export_clusters(store, run_id, to, mode)

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from imgdb.errors import DecodeError, UsageError
+from imgdb.progress import NullProgress, Progress
 from imgdb.store import Store, utcnow
 
 #: Stages in order of strength; a pair found by several keeps the strongest for grouping.
@@ -158,7 +159,6 @@ class DupeResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,11 +252,10 @@ def compute_hashes(
     ):
         cached[image_id] = ImageHashes(ph, dh, px, err)
     missing = [i for i in ids if i not in cached]
-    if progress:
-        progress("hash", 0, len(missing))
+    progress = progress or NullProgress()
+    progress.found("hash", len(missing))
     workers = workers or min(4, os.cpu_count() or 1)
     chunk = 256
-    done = 0
     with ThreadPoolExecutor(workers, thread_name_prefix="imgdb-hash") as pool:
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
@@ -266,9 +265,7 @@ def compute_hashes(
             keep = [(i, h) for i, h in zip(part, results) if h.error != "unreadable"]
             if store.write and keep:
                 _save_hashes(store, [i for i, _ in keep], [h for _, h in keep])
-            done += len(part)
-            if progress:
-                progress("hash", done, len(missing))
+            progress.done("hash", len(part))
     return {i: cached[i] for i in ids}
 
 
@@ -630,7 +627,7 @@ def _compatibility(
 # the whole run
 
 
-def find_duplicates(
+def find(
     store: Store,
     *,
     model_key: str | None = None,
@@ -897,26 +894,3 @@ def latest_groups(store: Store, run_id: int | None = None) -> list[Group]:
     for g in groups.values():
         g.members[1:] = sorted(g.members[1:], key=lambda m: (_RANK.get(m.stage or "", 9), -(m.score or 0.0), m.image_id))
     return [groups[k] for k in sorted(groups)]
-
-
-def dupes_at(db: Any, *, methods: Sequence[str] = DEFAULT_METHODS, phash_max_distance: int = PHASH_MAX_DISTANCE,
-             cosine_min: float = COSINE_MIN, keep: str = "largest", html: Any = None) -> DupeResult:
-    """What ``imgdb dupes`` does: find and save the groups; ``html``: also write a gallery there."""
-    with Store.open(db, write=True) as store:
-        result = find_duplicates(store, methods=methods, phash_max_distance=phash_max_distance,
-                                 cosine_min=cosine_min, keep=keep)
-        if html is not None:
-            from imgdb.export import GalleryGroup, export_groups
-
-            export_groups(store, [
-                GalleryGroup(f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}", g.ids,
-                             note=f"kept: {g.keep_id[:12]} (first)")
-                for g in result.groups
-            ], html, title=f"imgdb duplicate groups, run {result.run_id}")
-        return result
-
-
-def reject_at(db: Any, a: str, b: str) -> tuple[str, str]:
-    """What ``imgdb dupes reject A B`` does."""
-    with Store.open(db, write=True) as store:
-        return reject(store, a, b)

@@ -667,7 +667,7 @@ def serve(root: Path) -> Iterator[str]:
 DEMO_MARKER = ".imgdb-demo"
 
 
-def run_demo(db: Path, *, reporter: Any = None) -> tuple[Any, dict[str, Any], str]:
+def run(db: Path, *, progress: Any = None) -> tuple[Any, dict[str, Any], str]:
     """Build the shop, serve it, ingest it with ``--depth 1`` into a fresh store at ``db``.
 
     Returns (ingest summary, store info, listing URL). ``db`` is recreated only when it is
@@ -676,9 +676,9 @@ def run_demo(db: Path, *, reporter: Any = None) -> tuple[Any, dict[str, Any], st
     import shutil
     import tempfile
 
+    import imgdb
+    from imgdb.acquire.ingest import IngestOptions
     from imgdb.errors import UsageError
-    from imgdb.acquire.ingest import IngestOptions, ingest_into
-    from imgdb.store import Store
 
     db = Path(db)
     if db.exists():
@@ -691,6 +691,7 @@ def run_demo(db: Path, *, reporter: Any = None) -> tuple[Any, dict[str, Any], st
         site = build_site(Path(site_dir))
         with serve(Path(site_dir)) as base:
             url = base + site.listing_url
-            summary = ingest_into(db, [url], options=IngestOptions(depth=1), reporter=reporter)
-    with Store.open(db) as store:
-        return summary, store.info(), url
+            with imgdb.open(db, "w") as images:
+                summary = images.ingest([url], options=IngestOptions(depth=1), progress=progress)
+    with imgdb.open(db) as images:
+        return summary, images.info(), url

@@ -383,24 +383,23 @@ def export_groups(store: Store, groups: Sequence[GalleryGroup], to: Path | str, 
 
 def export_clusters(
     store: Store,
-    run_id: int | None,
+    run_id: int,
     to: Path | str,
     mode: str = "copy",
     *,
+    top_sites: dict[int, list[tuple[str, int]]] | None = None,
     max_per_group: int = MAX_PER_GROUP,
 ) -> Path:
     """Write a clustering run as one folder per cluster plus sheets and ``index.html``.
 
-    ``run_id`` None means the latest run. ``mode``: "copy" (independent files),
+    ``run_id`` names a saved clustering run; ``top_sites`` (cluster -> (site, images))
+    goes into each cluster's note. ``mode``: "copy" (independent files),
     "hardlink" (no extra space; same filesystem as the store only) or "symlink" (absolute
     links into the store). Hard links and symlinks share the store's bytes: do not edit
     those files in place. Returns the path of ``index.html``.
     """
-    from imgdb.clustering import resolve_run, show
-
     if mode not in MODES:
         raise UsageError(f"unknown export mode {mode!r} (use one of: {', '.join(MODES)})")
-    run_id = resolve_run(store, run_id)
     out = Path(to)
     (k, method, n_images, model) = store.query(
         "SELECT k, method, n_images, model FROM cluster_runs WHERE id = ?", [run_id]
@@ -411,7 +410,6 @@ def export_clusters(
     ):
         members.setdefault(int(c), []).append(image_id)
     info = _image_info(store, [i for ids in members.values() for i in ids])
-    summaries = {s.cluster: s for s in show(store, run_id)}
     width = max(3, len(str(max(members, default=0))))
     folders = {c: f"cluster-{c:0{width}d}" for c in members}
     # thumbs/ is not listed: thumbnails are named by image id, so a re-export reuses them.
@@ -425,8 +423,7 @@ def export_clusters(
             name = export_name(rank, image_id, info.get(image_id))
             _materialise(store.blob_path(image_id), out / folder / name, mode)
             links.setdefault(image_id, f"{folder}/{name}")
-        summary = summaries.get(c)
-        sites = ", ".join(f"{site}: {n}" for site, n in summary.top_sites) if summary else ""
+        sites = ", ".join(f"{site}: {n}" for site, n in (top_sites or {}).get(c, []))
         note = f"most typical image first; top sites: {sites}" if sites else "most typical image first"
         groups.append(GalleryGroup(f"Cluster {c}", ids, note=note, links=[("folder", folder + "/")]))
     kind = {"copy": "copies", "hardlink": "hard links into the store", "symlink": "symbolic links into the store"}[mode]

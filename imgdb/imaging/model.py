@@ -1,4 +1,4 @@
-"""Model spec (the JSON beside an ONNX file) and the onnxruntime embedder.
+"""Model spec (the JSON beside an ONNX file) and the onnxruntime model.
 
 A spec says how to turn RGB pixels into the model's input tensor::
 
@@ -131,7 +131,7 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Embedder:
+class Model:
     """Runs a ModelSpec's ONNX file; returns L2-normalised float32 vectors."""
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None):

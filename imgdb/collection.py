@@ -1,0 +1,196 @@
+"""The public API: a ``Collection`` is one store, opened for reading or writing, and its model.
+
+    import imgdb
+
+    with imgdb.open("shop-images", mode="w") as images:
+        images.ingest(["https://shop.example/products/"])
+        query, matches = images.similar("photo.jpg", k=5)
+        result = images.dupes()
+        run = images.cluster(k="auto")
+        columns, rows = images.sql("SELECT format, count(*) FROM images GROUP BY 1")
+
+Every CLI command and the web app call these methods and nothing below them. A
+collection opened with ``mode="r"`` never writes: methods that would raise
+``ReadOnlyStore``. The model (``model=``: an ONNX file with its JSON spec, or None for the
+bundled one) is loaded on first use and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from imgdb.config import default_store_path
+from imgdb.errors import UsageError
+from imgdb.store import Store
+
+if TYPE_CHECKING:
+    from imgdb.acquire.ingest import IngestOptions, IngestSummary
+    from imgdb.clustering import ClusterRun, ClusterSummary, CompareResult
+    from imgdb.dedup import DupeResult, Group
+    from imgdb.imaging.model import Model, ModelSpec
+    from imgdb.progress import Progress
+    from imgdb.search import Match, Query
+
+Mode = Literal["r", "w"]
+
+
+class Collection:
+    """One store and the model its vectors come from; ``imgdb.open`` makes one."""
+
+    def __init__(self, path: str | Path | None = None, mode: Mode = "r", *, model: str | Path | None = None):
+        if mode not in ("r", "w"):
+            raise UsageError(f"mode must be 'r' or 'w', not {mode!r}")
+        self.path = Path(path) if path is not None else default_store_path()
+        self.mode: Mode = mode
+        self._model_ref = model
+        self._spec: ModelSpec | None = None
+        self._model: Model | None = None
+        self.store = Store.open(self.path, write=mode == "w")
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return f"<imgdb.Collection {str(self.path)!r} mode={self.mode!r}>"
+
+    # -- the model ----------------------------------------------------------------
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's spec (cheap: reads the JSON and hashes the ONNX file once)."""
+        if self._spec is None:
+            from imgdb.imaging.model import ModelSpec
+
+            self._spec = ModelSpec.load(self._model_ref)
+        return self._spec
+
+    @property
+    def model(self) -> Model:
+        """The onnxruntime session, loaded on first use and kept."""
+        if self._model is None:
+            from imgdb.imaging.model import Model
+
+            self._model = Model(self.spec)
+        return self._model
+
+    # -- reading ------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """What the store holds, as plain JSON-able values."""
+        return self.store.info()
+
+    def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and rows of one read-only statement over the tables and views."""
+        from imgdb.store.sql import run_sql
+
+        if self.store.write:  # users' SQL only ever runs on a read-only connection
+            raise UsageError("sql needs the collection opened read-only (mode='r')")
+        return run_sql(self.store, query)
+
+    def similar(
+        self, query: str, *, k: int = 10, where: str | None = None, add: bool = False
+    ) -> tuple[Query, list[Match]]:
+        """The ``k`` stored images nearest to a file, an image URL or a stored id (prefix).
+
+        ``where`` filters by a SQL predicate over the ``image_sources`` view. ``add`` also
+        stores the query image first (needs ``mode="w"``).
+        """
+        from imgdb import search
+
+        if add and self.store.image_by_prefix(query) is None:
+            if Path(query).is_dir():
+                raise UsageError(f"{query} is a folder: --add stores one image; use `imgdb ingest` for folders")
+            self.ingest([query])
+        return search.similar(self.store, query, self.spec, lambda: self.model, k=k, where=where)
+
+    # -- writing ------------------------------------------------------------------
+
+    def ingest(
+        self, targets: Sequence[str], *, options: IngestOptions | None = None, progress: Progress | None = None
+    ) -> IngestSummary:
+        """Crawl URLs, walk folders, read files; store every new image with its vector."""
+        from imgdb.acquire.ingest import ingest
+
+        self.store.require_write()
+        if not targets:
+            raise UsageError("nothing to ingest: give a URL, a folder or files")
+        return ingest(self.store, targets, self.model, options, progress)
+
+    # -- duplicates ---------------------------------------------------------------
+
+    def dupes(self, *, progress: Progress | None = None, **options: Any) -> DupeResult:
+        """Find near-duplicate groups and save them as a new run (see ``dedup.find``)."""
+        from imgdb import dedup
+
+        self.store.require_write()
+        return dedup.find(self.store, progress=progress, **options)
+
+    def dupe_groups(self, run: int | None = None) -> list[Group]:
+        """The groups of a saved dupes run (default: the latest)."""
+        from imgdb import dedup
+
+        return dedup.latest_groups(self.store, run)
+
+    def reject(self, a: str, b: str) -> tuple[str, str]:
+        """Remember that two images (ids, id prefixes, paths or URLs) are not duplicates."""
+        from imgdb import dedup
+
+        self.store.require_write()
+        return dedup.reject(self.store, a, b)
+
+    def dupes_gallery(self, result: DupeResult, to: str | Path) -> Path:
+        """A browsable HTML gallery of a dupes result in the folder ``to``; returns index.html."""
+        from imgdb.export import GalleryGroup, export_groups
+
+        groups = [
+            GalleryGroup(f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}", g.ids,
+                         note=f"kept: {g.keep_id[:12]} (first)")
+            for g in result.groups
+        ]
+        return export_groups(self.store, groups, to, title=f"imgdb duplicate groups, run {result.run_id}")
+
+    # -- clusters -----------------------------------------------------------------
+
+    def cluster(self, **options: Any) -> ClusterRun:
+        """Cluster every image and save the run (see ``clustering.fit`` for the options)."""
+        from imgdb import clustering
+
+        if options.get("save", True):
+            self.store.require_write()
+        return clustering.fit(self.store, **options)
+
+    def compare_clusters(self, **options: Any) -> CompareResult:
+        """Silhouette for every (method, k), saving nothing (see ``clustering.compare``)."""
+        from imgdb import clustering
+
+        return clustering.compare(self.store, **options)
+
+    def plot_clusters(self, run: ClusterRun, to: str | Path | None = None) -> list[Path]:
+        """The run's PNG plots, by default in ``<store>/plots/run-N``."""
+        from imgdb import clustering
+
+        return clustering.plot(run, Path(to) if to is not None else self.path / "plots" / f"run-{run.run_id}")
+
+    def clusters(self, run: int | None = None) -> tuple[int, list[ClusterSummary]]:
+        """A saved run's id and its clusters: size, medoid, top sites (default: the latest run)."""
+        from imgdb import clustering
+
+        run_id = clustering.resolve_run(self.store, run)
+        return run_id, clustering.show(self.store, run_id)
+
+    def export_clusters(self, to: str | Path, run: int | None = None, mode: str = "copy") -> Path:
+        """One folder per cluster, contact sheets and index.html under ``to``; returns index.html."""
+        from imgdb import clustering
+        from imgdb.export import export_clusters
+
+        run_id = clustering.resolve_run(self.store, run)
+        top_sites = {c.cluster: c.top_sites for c in clustering.show(self.store, run_id)}
+        return export_clusters(self.store, run_id, to, mode, top_sites=top_sites)
