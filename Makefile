@@ -5,19 +5,25 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench model clean
+.PHONY: demo test lint bench model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/imgdb demo
 
-test: $(VENV)/.installed
+# The README's test command: lint first (ruff, formatting, mypy), then the suite.
+test: lint
 	$(BIN)/python -m pytest -q --durations=5
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench_ingest.py

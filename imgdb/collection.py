@@ -151,8 +151,11 @@ class Collection:
         from imgdb.export import GalleryGroup, export_groups
 
         groups = [
-            GalleryGroup(f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}", g.ids,
-                         note=f"kept: {g.keep_id[:12]} (first)")
+            GalleryGroup(
+                f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}",
+                g.ids,
+                note=f"kept: {g.keep_id[:12]} (first)",
+            )
             for g in result.groups
         ]
         return export_groups(self.store, groups, to, title=f"imgdb duplicate groups, run {result.run_id}")

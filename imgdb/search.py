@@ -103,7 +103,12 @@ async def _fetch(url: str) -> bytes:
 
 
 def search(
-    store: Store, model_key: str, vector: np.ndarray, *, k: int = 10, exclude: str | None = None,
+    store: Store,
+    model_key: str,
+    vector: np.ndarray,
+    *,
+    k: int = 10,
+    exclude: str | None = None,
     where: str | None = None,
 ) -> list[tuple[str, float]]:
     """(id, cosine similarity) of the k nearest vectors, best first."""
@@ -126,22 +131,27 @@ def _vector_query(table: Any, vector: np.ndarray, limit: int) -> Any:
     return query
 
 
-def _search_within(store: Store, model_key: str, vector: np.ndarray, allowed: set[str], k: int, exclude: str | None) -> list[tuple[str, float]]:
+def _search_within(
+    store: Store, model_key: str, vector: np.ndarray, allowed: set[str], k: int, exclude: str | None
+) -> list[tuple[str, float]]:
     """Filtered search: over-fetch from the index, else exact over the allowed ids."""
     table = store.vectors(model_key)
     total = table.count_rows()
     limit = max(100, k * 20)
     while limit < total and len(allowed) > config.EXACT_MAX_ROWS:
         rows = _vector_query(table, vector, limit).to_arrow()
-        hits = [(i, 1.0 - float(d)) for i, d in zip(rows.column("id").to_pylist(), rows.column("_distance").to_pylist())
-                if i in allowed and i != exclude]
+        hits = [
+            (i, 1.0 - float(d))
+            for i, d in zip(rows.column("id").to_pylist(), rows.column("_distance").to_pylist())
+            if i in allowed and i != exclude
+        ]
         if len(hits) >= k:
             return hits[:k]
         limit *= 4
     candidates = sorted(allowed - {exclude} if exclude else allowed)
     scores: list[tuple[str, float]] = []
     for start in range(0, len(candidates), 4096):
-        chunk = store.get_vectors(model_key, candidates[start:start + 4096])
+        chunk = store.get_vectors(model_key, candidates[start : start + 4096])
         ids = list(chunk)
         if ids:
             sims = np.stack([chunk[i] for i in ids]) @ vector.astype(np.float32)
@@ -167,7 +177,13 @@ def _has_index(table: Any) -> bool:
 
 
 def similar(
-    store: Store, query: str, spec: ModelSpec, model: Callable[[], Model], *, k: int = 10, where: str | None = None,
+    store: Store,
+    query: str,
+    spec: ModelSpec,
+    model: Callable[[], Model],
+    *,
+    k: int = 10,
+    where: str | None = None,
 ) -> tuple[Query, list[Match]]:
     """The query resolved and its k nearest stored images; ``model()`` is called only for
     a query that is not in the store (its vector is computed, not stored)."""
@@ -185,6 +201,7 @@ def describe(store: Store, hits: list[tuple[str, float]]) -> list[Match]:
     for image_id, sim in hits:
         if image_id in info:
             im = info[image_id]
-            matches.append(Match(len(matches) + 1, round(sim, 4), image_id, im.source, im.width, im.height,
-                                 im.format, im.bytes))
+            matches.append(
+                Match(len(matches) + 1, round(sim, 4), image_id, im.source, im.width, im.height, im.format, im.bytes)
+            )
     return matches

@@ -49,7 +49,7 @@ def make_vectors(n: int, dim: int, rng: np.random.Generator, dup_frac: float, fa
     for s in range(0, n, step):  # in blocks: the coefficient matrix would be another n x dim
         m = min(step, n - s)
         coef = rng.standard_normal((m, dim - 1), dtype=np.float32) * scale
-        X[s:s + m] = np.sqrt(0.25, dtype=np.float32) * basis[0] + coef @ basis[1:]
+        X[s : s + m] = np.sqrt(0.25, dtype=np.float32) * basis[0] + coef @ basis[1:]
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     # Families: members share most of a base vector (different photos of one thing).
     n_fam = int(n * family_frac)
@@ -85,7 +85,7 @@ def brute_hash_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:
     out: set[tuple[int, int]] = set()
     block = 64
     for r0 in range(0, len(h), block):
-        d = dedup._popcount64(h[r0:r0 + block, None] ^ h[None, r0:]).reshape(-1, len(h) - r0)
+        d = dedup._popcount64(h[r0 : r0 + block, None] ^ h[None, r0:]).reshape(-1, len(h) - r0)
         ii, jj = np.nonzero(d <= t)
         ok = jj > ii
         out.update(zip((ii[ok] + r0).tolist(), (jj[ok] + r0).tolist()))
@@ -123,24 +123,38 @@ def bench_store(X: np.ndarray, phash: np.ndarray) -> dict:
         spec = Spec()
         store.register_model(spec)
         for s in range(0, n, 20000):
-            store.add_vectors(spec.key, ids[s:s + 20000], X[s:s + 20000])
-        store.query("INSERT INTO images (id, width, height, format, bytes, model, added_at, run_id) SELECT unnest(?), 640, 480, 'JPEG', unnest(?), ?, now(), NULL",
-                    [ids, [100_000 + i for i in range(n)], spec.key])
-        store.query("INSERT INTO sources (image_id, source, kind, page_url, fetched_at) "
-                    "SELECT unnest(?), unnest(?), 'file', '', now()", [ids, [f"/synthetic/{i}.jpg" for i in range(n)]])
-        store.query("INSERT INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), "
-                    "unnest(?), ?, NULL, now()",
-                    [ids, [int(x) for x in phash], [int(x) for x in dhash], pixels, dedup.HASHER])
+            store.add_vectors(spec.key, ids[s : s + 20000], X[s : s + 20000])
+        store.query(
+            "INSERT INTO images (id, width, height, format, bytes, model, added_at, run_id) SELECT unnest(?), 640, 480, 'JPEG', unnest(?), ?, now(), NULL",
+            [ids, [100_000 + i for i in range(n)], spec.key],
+        )
+        store.query(
+            "INSERT INTO sources (image_id, source, kind, page_url, fetched_at) "
+            "SELECT unnest(?), unnest(?), 'file', '', now()",
+            [ids, [f"/synthetic/{i}.jpg" for i in range(n)]],
+        )
+        store.query(
+            "INSERT INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), "
+            "unnest(?), ?, NULL, now()",
+            [ids, [int(x) for x in phash], [int(x) for x in dhash], pixels, dedup.HASHER],
+        )
         build = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = dedup.find(store, model_key=spec.key)
         secs = time.perf_counter() - t0
     timings = {k: round(v, 2) for k, v in result.stats["timings"].items()}
     print(f"synthetic store built in {build:.1f} s; dedup.find stages: {timings}")
-    return {"stage": "dedup.find", "method": "whole run on a store (defaults)", "threshold": None,
-            "pairs": len(result.pairs), "candidates": result.stats.get("embedding_search", {}).get("candidates"),
-            "groups": len(result.groups), "seconds": round(secs, 2), "timings": timings,
-            "peak_rss_mb": round(peak_rss_mb())}
+    return {
+        "stage": "dedup.find",
+        "method": "whole run on a store (defaults)",
+        "threshold": None,
+        "pairs": len(result.pairs),
+        "candidates": result.stats.get("embedding_search", {}).get("candidates"),
+        "groups": len(result.groups),
+        "seconds": round(secs, 2),
+        "timings": timings,
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -171,23 +185,37 @@ def main() -> int:
     for k in args.reduced_dim:
         st: dict = {}
         t0 = time.perf_counter()
-        a, b, s = dedup.embedding_pairs(X, args.cosine, reduced_dim=k, stats=st)
+        a, b, _s = dedup.embedding_pairs(X, args.cosine, reduced_dim=k, stats=st)
         secs = time.perf_counter() - t0
-        row = {"stage": "embedding", "method": f"pca{k}+residual bound, exact re-score" if k else "blocked exact",
-               "threshold": args.cosine, "pairs": int(len(a)), "candidates": st.get("candidates"),
-               "dense_tiles": st.get("dense_tiles"), "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb())}
+        row = {
+            "stage": "embedding",
+            "method": f"pca{k}+residual bound, exact re-score" if k else "blocked exact",
+            "threshold": args.cosine,
+            "pairs": len(a),
+            "candidates": st.get("candidates"),
+            "dense_tiles": st.get("dense_tiles"),
+            "seconds": round(secs, 2),
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
         rows.append(row)
         table.append(row)
         print(row, flush=True)
         found = set(zip(a.tolist(), b.tolist()))
     if args.verify:
         t0 = time.perf_counter()
-        a, b, s = dedup.embedding_pairs(X, args.cosine, reduced_dim=0)
+        a, b, _s = dedup.embedding_pairs(X, args.cosine, reduced_dim=0)
         secs = time.perf_counter() - t0
         exact = set(zip(a.tolist(), b.tolist()))
-        row = {"stage": "embedding", "method": "blocked exact (full 1280-d, verify)", "threshold": args.cosine,
-               "pairs": len(exact), "candidates": None, "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb()),
-               "same_pairs_as_fast": exact == found}
+        row = {
+            "stage": "embedding",
+            "method": "blocked exact (full 1280-d, verify)",
+            "threshold": args.cosine,
+            "pairs": len(exact),
+            "candidates": None,
+            "seconds": round(secs, 2),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "same_pairs_as_fast": exact == found,
+        }
         rows.append(row)
         table.append(row)
         print(row, flush=True)
@@ -203,10 +231,17 @@ def main() -> int:
     for t in args.phash:
         h = make_hashes(args.n, np.random.default_rng(args.seed + t), dup_frac=0.02, t=t)
         t0 = time.perf_counter()
-        a, b, d = dedup.hash_pairs(h, t)
+        a, b, _d = dedup.hash_pairs(h, t)
         secs = time.perf_counter() - t0
-        row = {"stage": "phash", "method": f"{t + 1} bands", "threshold": t, "pairs": int(len(a)), "candidates": None,
-               "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb())}
+        row = {
+            "stage": "phash",
+            "method": f"{t + 1} bands",
+            "threshold": t,
+            "pairs": len(a),
+            "candidates": None,
+            "seconds": round(secs, 2),
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
         if args.verify and t == dedup.PHASH_MAX_DISTANCE:
             t1 = time.perf_counter()
             brute = brute_hash_pairs(h, t)
@@ -222,18 +257,27 @@ def main() -> int:
     t0 = time.perf_counter()
     groups = dedup.group_without_chaining(hash_pairs + sorted(emb_pairs))
     secs = time.perf_counter() - t0
-    row = {"stage": "grouping", "method": "complete linkage", "threshold": None,
-           "pairs": len(hash_pairs) + len(emb_pairs), "candidates": None, "groups": len(groups),
-           "seconds": round(secs, 2), "peak_rss_mb": round(peak_rss_mb())}
+    row = {
+        "stage": "grouping",
+        "method": "complete linkage",
+        "threshold": None,
+        "pairs": len(hash_pairs) + len(emb_pairs),
+        "candidates": None,
+        "groups": len(groups),
+        "seconds": round(secs, 2),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
     rows.append(row)
     table.append(row)
     print(row, flush=True)
 
-    print(f"\n| stage | method | threshold | pairs found | candidates re-scored | seconds |")
+    print("\n| stage | method | threshold | pairs found | candidates re-scored | seconds |")
     print("|---|---|---|---|---|---|")
     for r in table:
-        print(f"| {r['stage']} | {r['method']} | {r['threshold'] if r['threshold'] is not None else '-'} | "
-              f"{r['pairs']:,} | {r['candidates'] if r['candidates'] is not None else '-'} | {r['seconds']} |")
+        print(
+            f"| {r['stage']} | {r['method']} | {r['threshold'] if r['threshold'] is not None else '-'} | "
+            f"{r['pairs']:,} | {r['candidates'] if r['candidates'] is not None else '-'} | {r['seconds']} |"
+        )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": args.n, "dim": args.dim, "cores": os.cpu_count(), "rows": rows}, indent=1))

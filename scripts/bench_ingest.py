@@ -40,18 +40,19 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime
 from PIL import Image, ImageDraw
 
+from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
+from imgdb.errors import DecodeError
 from imgdb.imaging.decode import decode
 from imgdb.imaging.model import Model, ModelSpec
-from imgdb.errors import DecodeError
-from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
 from imgdb.store import Store
 
 TARGET_RATIO = 0.90  # the issue: whole path >= 90% of the model-alone rate
@@ -68,7 +69,9 @@ def make_photo(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     """A photo-like picture: smooth coloured noise, a few flat shapes, mild grain."""
     w, h = size
     channels = [
-        np.asarray(Image.fromarray((rng.random((6, 8)) * 255).astype(np.uint8), "L").resize((w, h), Image.Resampling.BICUBIC))
+        np.asarray(
+            Image.fromarray((rng.random((6, 8)) * 255).astype(np.uint8), "L").resize((w, h), Image.Resampling.BICUBIC)
+        )
         for _ in range(3)
     ]
     img = Image.fromarray(np.stack(channels, axis=-1), "RGB")
@@ -100,8 +103,9 @@ def list_images(folder: Path, limit: int | None) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root, f) for f in sorted(files)
-                  if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")]
+        found += [
+            Path(root, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".")
+        ]
     return found[:limit] if limit else found
 
 
@@ -196,11 +200,11 @@ def run_decode(paths: list[Path], spec: ModelSpec, workers: int) -> float:
 def run_model(model: Model, tensors: np.ndarray, n: int, batch_size: int) -> float:
     """Embed n images in batches, cycling through the pre-made tensors."""
     model.embed_arrays(tensors[:batch_size])  # warm-up: the first call allocates
-    batches = [tensors[i:i + batch_size] for i in range(0, len(tensors), batch_size)]
+    batches = [tensors[i : i + batch_size] for i in range(0, len(tensors), batch_size)]
     done = 0
     start = time.perf_counter()
     for batch in itertools.cycle(batches):
-        batch = batch[:n - done]
+        batch = batch[: n - done]
         model.embed_arrays(batch)
         done += len(batch)
         if done >= n:
@@ -303,19 +307,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=parse_size, default=(800, 600), help="generated size WxH (default 800x600)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=parse_ints, default=[IngestOptions.batch_size], help="ingest batch size(s)")
-    ap.add_argument("--decode-workers", type=parse_ints, default=[IngestOptions.decode_workers], help="decode thread(s)")
+    ap.add_argument(
+        "--decode-workers", type=parse_ints, default=[IngestOptions.decode_workers], help="decode thread(s)"
+    )
     ap.add_argument("--threads", type=parse_ints, default=[2], help="onnxruntime intra-op thread(s) (default 2)")
     ap.add_argument("--model", help="model .json or .onnx (default: the bundled one)")
     ap.add_argument("--out", type=Path, default=Path("bench-results/ingest.json"))
-    ap.add_argument("--quiet-wait", type=float, default=60.0,
-                    help="before each run, wait up to this many seconds for other processes to calm down (0: never)")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each run, wait up to this many seconds for other processes to calm down (0: never)",
+    )
     args = ap.parse_args(argv)
 
     spec = ModelSpec.load(args.model)
     machine = machine_info()
-    print(f"machine: {machine['cpu_count']} CPUs, onnxruntime {machine['onnxruntime']}, Pillow {machine['pillow']}, "
-          f"numpy {machine['numpy']}, Python {machine['python']}; model {spec.key}; "
-          f"load average {(machine['loadavg_at_start'] or [float('nan')])[0]:.2f}", flush=True)
+    print(
+        f"machine: {machine['cpu_count']} CPUs, onnxruntime {machine['onnxruntime']}, Pillow {machine['pillow']}, "
+        f"numpy {machine['numpy']}, Python {machine['python']}; model {spec.key}; "
+        f"load average {(machine['loadavg_at_start'] or [float('nan')])[0]:.2f}",
+        flush=True,
+    )
     combos = list(itertools.product(args.threads, args.batch_size, args.decode_workers))
     runs = Runs(args.quiet_wait)
 
@@ -345,54 +358,122 @@ def main(argv: list[str] | None = None) -> int:
                 runs.measure(f"model/{t}/{b}", lambda t=t, b=b: run_model(models[t], tensors, n, b))
             for t, b, w in combos:
                 runs.measure(f"whole/{t}/{b}/{w}", lambda t=t, b=b, w=w: run_whole(folder, n, models[t], b, w))
-            print(f"  repeat {r + 1}/{args.repeats} done; " + ", ".join(
-                f"t{t} b{b} w{w}: whole {runs.runs[f'whole/{t}/{b}/{w}'][-1]['rate']:.0f} img/s" for t, b, w in combos), flush=True)
+            print(
+                f"  repeat {r + 1}/{args.repeats} done; "
+                + ", ".join(
+                    f"t{t} b{b} w{w}: whole {runs.runs[f'whole/{t}/{b}/{w}'][-1]['rate']:.0f} img/s"
+                    for t, b, w in combos
+                ),
+                flush=True,
+            )
 
     results = []
     for t, b, w in combos:
         row = {
-            "threads": t, "batch_size": b, "decode_workers": w,
-            "decode_1": runs.median("decode/1"), "decode_pool": runs.median(f"decode/{w}"),
-            "model": runs.median(f"model/{t}/{b}"), "whole": runs.median(f"whole/{t}/{b}/{w}"),
+            "threads": t,
+            "batch_size": b,
+            "decode_workers": w,
+            "decode_1": runs.median("decode/1"),
+            "decode_pool": runs.median(f"decode/{w}"),
+            "model": runs.median(f"model/{t}/{b}"),
+            "whole": runs.median(f"whole/{t}/{b}/{w}"),
             "others_whole": runs.others(f"whole/{t}/{b}/{w}"),
-            "model_quiet": runs.quiet_median(f"model/{t}/{b}"), "whole_quiet": runs.quiet_median(f"whole/{t}/{b}/{w}"),
+            "model_quiet": runs.quiet_median(f"model/{t}/{b}"),
+            "whole_quiet": runs.quiet_median(f"whole/{t}/{b}/{w}"),
         }
         row["ratio"] = row["whole"] / row["model"]
-        row["ratio_quiet"] = row["whole_quiet"] / row["model_quiet"] if row["whole_quiet"] and row["model_quiet"] else None
+        row["ratio_quiet"] = (
+            row["whole_quiet"] / row["model_quiet"] if row["whole_quiet"] and row["model_quiet"] else None
+        )
         results.append(row)
 
     first = results[0]
     t, b, w = combos[0]
-    title = (f"ingest throughput, median of {args.repeats} ({source}; {machine['cpu_count']} CPUs, "
-             f"onnxruntime {machine['onnxruntime']})")
-    stages = [("decode, 1 thread", "decode/1"), (f"decode, {w} workers", f"decode/{w}"),
-              (f"model alone (batch {b}, {t} ort threads)", f"model/{t}/{b}"), ("whole path: ingest()", f"whole/{t}/{b}/{w}")]
-    rows = [[label, f"{runs.median(name):.1f}", fmt(runs.quiet_median(name)), pct(runs.others(name))] for label, name in stages]
-    rows.append([f"ratio whole / model (target >= {TARGET_RATIO:.0%})", f"{first['ratio']:.1%}",
-                 fmt(first["ratio_quiet"], "{:.1%}"), ""])
+    title = (
+        f"ingest throughput, median of {args.repeats} ({source}; {machine['cpu_count']} CPUs, "
+        f"onnxruntime {machine['onnxruntime']})"
+    )
+    stages = [
+        ("decode, 1 thread", "decode/1"),
+        (f"decode, {w} workers", f"decode/{w}"),
+        (f"model alone (batch {b}, {t} ort threads)", f"model/{t}/{b}"),
+        ("whole path: ingest()", f"whole/{t}/{b}/{w}"),
+    ]
+    rows = [
+        [label, f"{runs.median(name):.1f}", fmt(runs.quiet_median(name)), pct(runs.others(name))]
+        for label, name in stages
+    ]
+    rows.append(
+        [
+            f"ratio whole / model (target >= {TARGET_RATIO:.0%})",
+            f"{first['ratio']:.1%}",
+            fmt(first["ratio_quiet"], "{:.1%}"),
+            "",
+        ]
+    )
     text = render(title, ["stage", "img/s", "quiet runs", "others"], rows)
     verdict = [f"whole/model >= {TARGET_RATIO:.0%}: {'yes' if first['ratio'] >= TARGET_RATIO else 'NO'}"]
     if not args.folder:
         verdict.append(f"end to end >= {TARGET_RATE:.0f} img/s: {'yes' if first['whole'] >= TARGET_RATE else 'NO'}")
     text += "\n" + "; ".join(verdict)
-    text += (f"\n(others = median share of all CPUs used by other processes during the runs; "
-             f"quiet runs = median of the runs with others < {QUIET_SHARE:.0%})")
+    text += (
+        f"\n(others = median share of all CPUs used by other processes during the runs; "
+        f"quiet runs = median of the runs with others < {QUIET_SHARE:.0%})"
+    )
     if len(results) > 1:
-        rows = [[r["threads"], r["batch_size"], r["decode_workers"], f"{r['decode_pool']:.1f}", f"{r['model']:.1f}",
-                 f"{r['whole']:.1f}", f"{r['ratio']:.1%}", pct(r["others_whole"]), fmt(r["model_quiet"]),
-                 fmt(r["whole_quiet"]), fmt(r["ratio_quiet"], "{:.1%}")] for r in results]
+        rows = [
+            [
+                r["threads"],
+                r["batch_size"],
+                r["decode_workers"],
+                f"{r['decode_pool']:.1f}",
+                f"{r['model']:.1f}",
+                f"{r['whole']:.1f}",
+                f"{r['ratio']:.1%}",
+                pct(r["others_whole"]),
+                fmt(r["model_quiet"]),
+                fmt(r["whole_quiet"]),
+                fmt(r["ratio_quiet"], "{:.1%}"),
+            ]
+            for r in results
+        ]
         text += "\n\n" + render(
             f"tuning (medians, img/s; 'quiet' = median of the runs with others < {QUIET_SHARE:.0%})",
-            ["ort threads", "batch", "decode workers", "decode", "model", "whole", "whole/model", "others",
-             "model quiet", "whole quiet", "ratio quiet"], rows)
+            [
+                "ort threads",
+                "batch",
+                "decode workers",
+                "decode",
+                "model",
+                "whole",
+                "whole/model",
+                "others",
+                "model quiet",
+                "whole quiet",
+                "ratio quiet",
+            ],
+            rows,
+        )
     print()
     print(text)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "machine": machine, "model": spec.key, "images": source, "n": n, "repeats": args.repeats,
-        "targets": {"ratio": TARGET_RATIO, "rate": TARGET_RATE}, "results": results, "runs": runs.runs,
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "model": spec.key,
+                "images": source,
+                "n": n,
+                "repeats": args.repeats,
+                "targets": {"ratio": TARGET_RATIO, "rate": TARGET_RATE},
+                "results": results,
+                "runs": runs.runs,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     args.out.with_suffix(".txt").write_text(text + "\n")
     print(f"\nwrote {args.out} and {args.out.with_suffix('.txt')}")
     return 0

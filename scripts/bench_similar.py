@@ -47,7 +47,9 @@ def synthetic_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 50_000):
         stop = min(n, start + 50_000)
-        out[start:stop] = centres[rng.integers(0, 1000, stop - start)] + rng.normal(size=(stop - start, dim)).astype(np.float32)
+        out[start:stop] = centres[rng.integers(0, 1000, stop - start)] + rng.normal(size=(stop - start, dim)).astype(
+            np.float32
+        )
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
@@ -57,8 +59,10 @@ def fill_store(store: Store, spec: SyntheticSpec, vectors: np.ndarray) -> list[s
     store.register_model(spec)
     store._put_blob = lambda *_: None  # type: ignore[method-assign]  # synthetic rows have no bytes
     for start in range(0, len(ids), 20_000):
-        batch = [NewImage(i, b"", 1, 1, "SYN", [SourceRow(f"synthetic:{i}", "file")]) for i in ids[start:start + 20_000]]
-        store.add_images(batch, spec.key, vectors[start:start + 20_000], run_id=None)
+        batch = [
+            NewImage(i, b"", 1, 1, "SYN", [SourceRow(f"synthetic:{i}", "file")]) for i in ids[start : start + 20_000]
+        ]
+        store.add_images(batch, spec.key, vectors[start : start + 20_000], run_id=None)
     return ids
 
 
@@ -95,9 +99,14 @@ def bench_size(n: int, dim: int, n_queries: int) -> dict[str, float]:
     recall = np.mean([len(truth[q] & {index_of[i] for i in ann[q]}) / 10 for q in range(n_queries)])
     flat_recall = np.mean([len(truth[q] & {index_of[i] for i in flat[q]}) / 10 for q in range(len(flat))])
     return {
-        "rows": n, "dim": dim, "write_s": round(write_s, 2), "flat_p50_ms": round(flat_ms, 1),
-        "flat_recall@10": round(float(flat_recall), 3), "index_build_s": round(build_s, 1),
-        "ann_p50_ms": round(ann_ms, 1), "ann_recall@10": round(float(recall), 3),
+        "rows": n,
+        "dim": dim,
+        "write_s": round(write_s, 2),
+        "flat_p50_ms": round(flat_ms, 1),
+        "flat_recall@10": round(float(flat_recall), 3),
+        "index_build_s": round(build_s, 1),
+        "ann_p50_ms": round(ann_ms, 1),
+        "ann_recall@10": round(float(recall), 3),
     }
 
 
@@ -115,8 +124,10 @@ def main() -> None:
     for n in args.sizes:
         r = bench_size(n, args.dim, args.queries)
         rows.append(r)
-        print(f"{n:>9} {r['write_s']:>8} {r['flat_p50_ms']:>12} {r['index_build_s']:>8} {r['ann_p50_ms']:>11} "
-              f"{r['ann_recall@10']:>14} {r['flat_p50_ms'] / max(r['ann_p50_ms'], 1e-9):>9.1f}")
+        print(
+            f"{n:>9} {r['write_s']:>8} {r['flat_p50_ms']:>12} {r['index_build_s']:>8} {r['ann_p50_ms']:>11} "
+            f"{r['ann_recall@10']:>14} {r['flat_p50_ms'] / max(r['ann_p50_ms'], 1e-9):>9.1f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
 

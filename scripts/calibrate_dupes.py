@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from imgdb import dedup
-from imgdb.imaging.model import Model, ModelSpec
 from imgdb.acquire.ingest import ingest
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.store import Store
 
-PHASH_GRID = list(range(0, 21))
+PHASH_GRID = list(range(21))
 COSINE_GRID = [round(x, 2) for x in np.arange(0.50, 1.0, 0.01)]
 COMBINED_PHASH = [0, 2, 4, 6, 8, 10, 12, 14, 16]
 COMBINED_COSINE = [None, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98]
@@ -64,11 +64,18 @@ def main() -> int:
         with Store.open(db, write=True) as store:
             t0 = time.perf_counter()
             summary = ingest(store, sorted(str(p) for p in labels), Model(ModelSpec.load()))
-            print(f"ingest: {summary.new} new images, {summary.already_stored} known, "
-                  f"{dict(summary.failed) or 'no failures'} ({time.perf_counter() - t0:.1f} s)")
+            print(
+                f"ingest: {summary.new} new images, {summary.already_stored} known, "
+                f"{dict(summary.failed) or 'no failures'} ({time.perf_counter() - t0:.1f} s)"
+            )
             report = calibrate(store, labels)
-    report["dataset"] = {"name": name, "folder": str(folder), "labels": str(args.labels), "files": len(labels),
-                         "groups": len(set(labels.values()))}
+    report["dataset"] = {
+        "name": name,
+        "folder": str(folder),
+        "labels": str(args.labels),
+        "files": len(labels),
+        "groups": len(set(labels.values())),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=float))
     print(f"\nwrote {out}")
@@ -137,8 +144,14 @@ def prf(found: int, correct: int, true: int) -> dict[str, float]:
     p = correct / found if found else 1.0
     r = correct / true if true else 1.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4), "found": found, "correct": correct,
-            "true": true}
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(f1, 4),
+        "found": found,
+        "correct": correct,
+        "true": true,
+    }
 
 
 def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
@@ -175,8 +188,14 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
         groups = dedup.group_without_chaining(edges)
         return {"pairs": sc.score_image_pairs(set(edges)), "groups": sc.score_groups(groups)}
 
-    report: dict[str, Any] = {"images": len(ids), "files": len(sc.files), "true_pairs": sc.true_pairs,
-                              "model": key, "stages": {}, "combined": []}
+    report: dict[str, Any] = {
+        "images": len(ids),
+        "files": len(sc.files),
+        "true_pairs": sc.true_pairs,
+        "model": key,
+        "stages": {},
+        "combined": [],
+    }
     report["distances"] = distance_summary(sc, stage_pairs, hashes, X, pos)
     print(f"{len(sc.files)} files -> {len(ids)} images; {sc.true_pairs} true file pairs")
     print_distances(report["distances"])
@@ -194,7 +213,9 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
             r = evaluate([select("pixels", 1), select(stage, t)])
             rows.append({"threshold": t, **r})
         report["stages"][stage] = rows
-        best = max(rows, key=lambda r: (r["groups"]["f1"], -abs(r["threshold"]) if stage != "embedding" else r["threshold"]))
+        best = max(
+            rows, key=lambda r: (r["groups"]["f1"], -abs(r["threshold"]) if stage != "embedding" else r["threshold"])
+        )
         for r in rows:
             if r is best or r["threshold"] in _shown(stage):
                 show(stage, r["threshold"], r, mark="  <- best groups F1" if r is best else "")
@@ -215,26 +236,40 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
     result = dedup.find(store)
     seconds = time.perf_counter() - t0
     lib = sc.score_groups([g.ids for g in result.groups])
-    report["defaults"] = {"params": result.params, "groups": len(result.groups), "pairs": result.stats["pairs"],
-                          "score": lib, "seconds": round(seconds, 3)}
-    print(f"\ndedup.find at defaults (phash<={dedup.PHASH_MAX_DISTANCE}, cosine>={dedup.COSINE_MIN}): "
-          f"{len(result.groups)} groups, pairs {result.stats['pairs']}, "
-          f"P {lib['precision']:.4f} R {lib['recall']:.4f} F1 {lib['f1']:.4f} ({seconds:.2f} s)")
+    report["defaults"] = {
+        "params": result.params,
+        "groups": len(result.groups),
+        "pairs": result.stats["pairs"],
+        "score": lib,
+        "seconds": round(seconds, 3),
+    }
+    print(
+        f"\ndedup.find at defaults (phash<={dedup.PHASH_MAX_DISTANCE}, cosine>={dedup.COSINE_MIN}): "
+        f"{len(result.groups)} groups, pairs {result.stats['pairs']}, "
+        f"P {lib['precision']:.4f} R {lib['recall']:.4f} F1 {lib['f1']:.4f} ({seconds:.2f} s)"
+    )
     return report
 
 
 def _shown(stage: str) -> list[float]:
-    return [0, 2, 4, 6, 8, 10, 12, 14, 16] if stage != "embedding" else [0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98]
+    return (
+        [0, 2, 4, 6, 8, 10, 12, 14, 16]
+        if stage != "embedding"
+        else [0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98]
+    )
 
 
 def show(stage: str, t: Any, r: dict[str, Any], mark: str = "") -> None:
     p, g = r["pairs"], r["groups"]
-    print(f"{stage:<10} {t!s:>9}  {p['precision']:.3f} / {p['recall']:.3f} / {p['f1']:.3f}     "
-          f"{g['precision']:.3f} / {g['recall']:.3f} / {g['f1']:.3f}  (found {g['found']}){mark}")
+    print(
+        f"{stage:<10} {t!s:>9}  {p['precision']:.3f} / {p['recall']:.3f} / {p['f1']:.3f}     "
+        f"{g['precision']:.3f} / {g['recall']:.3f} / {g['f1']:.3f}  (found {g['found']}){mark}"
+    )
 
 
-def distance_summary(sc: Scorer, stage_pairs: dict[str, Any], hashes: dict[str, dedup.ImageHashes], X: np.ndarray,
-                     pos: np.ndarray) -> dict[str, Any]:
+def distance_summary(
+    sc: Scorer, stage_pairs: dict[str, Any], hashes: dict[str, dedup.ImageHashes], X: np.ndarray, pos: np.ndarray
+) -> dict[str, Any]:
     """Same-group vs other-group score ranges per stage (image pairs, exhaustive)."""
     ids = sc.ids
     grp = {}
@@ -250,27 +285,39 @@ def distance_summary(sc: Scorer, stage_pairs: dict[str, Any], hashes: dict[str, 
         v = np.asarray([getattr(hashes[i], stage) for i in ids], dtype=np.uint64)
         D = dedup._popcount64(v[:, None] ^ v[None, :]).reshape(n, n)[iu]
         s = same[iu]
-        out[stage] = {"same_max": int(D[s].max()) if s.any() else None, "same_p95": float(np.quantile(D[s], 0.95)) if s.any() else None,
-                      "other_min": int(D[~s].min()), "other_p001": float(np.quantile(D[~s], 0.001)),
-                      "other_below": {str(t): int((D[~s] <= t).sum()) for t in (4, 6, 8, 10, 12)}}
+        out[stage] = {
+            "same_max": int(D[s].max()) if s.any() else None,
+            "same_p95": float(np.quantile(D[s], 0.95)) if s.any() else None,
+            "other_min": int(D[~s].min()),
+            "other_p001": float(np.quantile(D[~s], 0.001)),
+            "other_below": {str(t): int((D[~s] <= t).sum()) for t in (4, 6, 8, 10, 12)},
+        }
     Xf = np.zeros((n, X.shape[1]), np.float32)
     Xf[pos] = X
     C = (Xf @ Xf.T)[iu]
     s = same[iu]
-    out["embedding"] = {"same_min": float(C[s].min()) if s.any() else None, "same_median": float(np.median(C[s])) if s.any() else None,
-                        "other_max": float(C[~s].max()), "other_p999": float(np.quantile(C[~s], 0.999)),
-                        "other_above": {str(t): int((C[~s] >= t).sum()) for t in (0.85, 0.9, 0.93, 0.95, 0.97)}}
+    out["embedding"] = {
+        "same_min": float(C[s].min()) if s.any() else None,
+        "same_median": float(np.median(C[s])) if s.any() else None,
+        "other_max": float(C[~s].max()),
+        "other_p999": float(np.quantile(C[~s], 0.999)),
+        "other_above": {str(t): int((C[~s] >= t).sum()) for t in (0.85, 0.9, 0.93, 0.95, 0.97)},
+    }
     return out
 
 
 def print_distances(d: dict[str, Any]) -> None:
     for stage in ("phash", "dhash"):
         x = d[stage]
-        print(f"{stage}: same-group max {x['same_max']} (p95 {x['same_p95']}), other-group min {x['other_min']}; "
-              f"other-group pairs <= 4/6/8/10/12 bits: {list(x['other_below'].values())}")
+        print(
+            f"{stage}: same-group max {x['same_max']} (p95 {x['same_p95']}), other-group min {x['other_min']}; "
+            f"other-group pairs <= 4/6/8/10/12 bits: {list(x['other_below'].values())}"
+        )
     e = d["embedding"]
-    print(f"embedding: same-group min {e['same_min']:.3f} (median {e['same_median']:.3f}), other-group max "
-          f"{e['other_max']:.3f}; other-group pairs >= .85/.90/.93/.95/.97: {list(e['other_above'].values())}")
+    print(
+        f"embedding: same-group min {e['same_min']:.3f} (median {e['same_median']:.3f}), other-group max "
+        f"{e['other_max']:.3f}; other-group pairs >= .85/.90/.93/.95/.97: {list(e['other_above'].values())}"
+    )
 
 
 if __name__ == "__main__":

@@ -119,8 +119,8 @@ def image_labels(store: Store, labels: dict[str, dict[str, str]]) -> tuple[dict[
 
 def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.TemporaryDirectory | None]:
     """Ingest ``folder`` (skipped when ``db`` already has it) and reopen read-only."""
-    from imgdb.imaging.model import Model, ModelSpec
     from imgdb.acquire.ingest import ingest
+    from imgdb.imaging.model import Model, ModelSpec
 
     tmp = None
     if db is None:
@@ -129,8 +129,11 @@ def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.Temporary
     started = time.perf_counter()
     with Store.open(db, write=True) as store:
         summary = ingest(store, [str(folder)], Model(ModelSpec.load()))
-    print(f"ingest: {summary.new} new, {summary.already_stored} already stored, "
-          f"{sum(summary.failed.values())} failed, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(
+        f"ingest: {summary.new} new, {summary.already_stored} already stored, "
+        f"{sum(summary.failed.values())} failed, {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
     return Store.open(db), tmp
 
 
@@ -139,8 +142,10 @@ def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.Temporary
 
 
 def scores(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {"nmi": round(float(normalized_mutual_info_score(truth, labels)), 4),
-            "ari": round(float(adjusted_rand_score(truth, labels)), 4)}
+    return {
+        "nmi": round(float(normalized_mutual_info_score(truth, labels)), 4),
+        "ari": round(float(adjusted_rand_score(truth, labels)), 4),
+    }
 
 
 def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -160,15 +165,22 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
     fits: list[dict[str, Any]] = []
 
     def record(setting: str, run: cluster.ClusterRun, seconds: float, for_label: str | None = None) -> None:
-        row = {"setting": setting, "method": run.method, "k": run.k, "rule": run.select_rule,
-               "silhouette": None if run.silhouette is None else round(run.silhouette, 4),
-               "seconds": round(seconds, 2)}
+        row = {
+            "setting": setting,
+            "method": run.method,
+            "k": run.k,
+            "rule": run.select_rule,
+            "silhouette": None if run.silhouette is None else round(run.silhouette, 4),
+            "seconds": round(seconds, 2),
+        }
         for c, t in truth.items():
             if for_label is None or for_label == c:
                 row[c] = scores(t, run.labels)
         fits.append(row)
-        print(f"  {setting:<14} {run.method:<13} k={run.k:<4} {json.dumps({c: row.get(c) for c in truth})}",
-              file=sys.stderr)
+        print(
+            f"  {setting:<14} {run.method:<13} k={run.k:<4} {json.dumps({c: row.get(c) for c in truth})}",
+            file=sys.stderr,
+        )
 
     def timed_fit(**kw: Any) -> tuple[cluster.ClusterRun, float]:
         t0 = time.perf_counter()
@@ -211,13 +223,19 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
         print(f"  seed {seed}: {entry['k']}", file=sys.stderr)
 
     return {
-        "dataset": str(folder), "labels_csv": str(labels_csv), "label_columns": columns,
-        "images": len(ids), "unmatched": unmatched, "classes": n_classes, "model": model,
-        "k_range": list(k_range), "pca": args.pca,
+        "dataset": str(folder),
+        "labels_csv": str(labels_csv),
+        "label_columns": columns,
+        "images": len(ids),
+        "unmatched": unmatched,
+        "classes": n_classes,
+        "model": model,
+        "k_range": list(k_range),
+        "pca": args.pca,
         "curves": {m: cluster.scores_table(r) for m, r in sweeps.items()},
-        "compare": {"winner": vars(cmp.winner), "peak": cmp.peak,
-                    "rows": [vars(r) for r in cmp.rows]},
-        "fits": fits, "seeds": per_seed,
+        "compare": {"winner": vars(cmp.winner), "peak": cmp.peak, "rows": [vars(r) for r in cmp.rows]},
+        "fits": fits,
+        "seeds": per_seed,
     }
 
 
@@ -225,8 +243,10 @@ def print_table(result: dict[str, Any]) -> None:
     cols = result["label_columns"]
     head = f"{'setting':<16} {'method':<14} {'k':>4} {'sil':>6}  "
     head += "  ".join(f"{c + ' NMI':>12} {c + ' ARI':>12}" for c in cols)
-    print(f"\n{result['dataset']}: {result['images']} images, classes {result['classes']}, "
-          f"k range {result['k_range'][0]}..{result['k_range'][1]}, PCA {result['pca']}")
+    print(
+        f"\n{result['dataset']}: {result['images']} images, classes {result['classes']}, "
+        f"k range {result['k_range'][0]}..{result['k_range'][1]}, PCA {result['pca']}"
+    )
     print(head)
     print("-" * len(head))
     for row in result["fits"]:
@@ -252,20 +272,29 @@ def synthetic(n: int, dim: int, classes: int, synthetic_methods: list[str], seed
     centres = rng.standard_normal((classes, dim)).astype(np.float32)
     vectors = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 10_000):
-        block = truth[start:start + 10_000]
+        block = truth[start : start + 10_000]
         noise = rng.standard_normal((len(block), dim), dtype=np.float32) * 1.4
-        vectors[start:start + len(block)] = centres[block] + noise
+        vectors[start : start + len(block)] = centres[block] + noise
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"{i:064x}" for i in range(n)]  # sha256-shaped ids
-    spec = SimpleNamespace(key=f"synthetic-{dim}", name="synthetic", sha256="0" * 64, dim=dim, path="-",
-                           size=(0, 0), license="", provenance={})
+    spec = SimpleNamespace(
+        key=f"synthetic-{dim}",
+        name="synthetic",
+        sha256="0" * 64,
+        dim=dim,
+        path="-",
+        size=(0, 0),
+        license="",
+        provenance={},
+    )
     with tempfile.TemporaryDirectory(prefix="imgdb-synth-") as tmp:
         t0 = time.perf_counter()
         with Store.open(Path(tmp) / "db", write=True) as store:
             store.register_model(spec)
             store.add_vectors(spec.key, ids, vectors)
-            store.query("INSERT INTO images SELECT unnest(?::VARCHAR[]), 1, 1, 'SYNTH', 0, ?, now(), NULL",
-                        [ids, spec.key])
+            store.query(
+                "INSERT INTO images SELECT unnest(?::VARCHAR[]), 1, 1, 'SYNTH', 0, ?, now(), NULL", [ids, spec.key]
+            )
         build = time.perf_counter() - t0
         del vectors
         print(f"synthetic store: {n} x {dim} in {build:.1f} s; fitting k=auto ...", file=sys.stderr)
@@ -279,19 +308,34 @@ def synthetic(n: int, dim: int, classes: int, synthetic_methods: list[str], seed
                 saved = store.query("SELECT count(*) FROM cluster_members WHERE run_id = ?", [run.run_id])[0][0]
                 nmi = normalized_mutual_info_score(truth[[pos[i] for i in run.ids]], run.labels)
                 methods[method] = {
-                    "k": run.k, "choices": run.choices, "seconds": round(total, 2), "phases": run.params["seconds"],
-                    "fit_rows": run.params["fit_rows"], "saved_members": int(saved),
-                    "nmi_vs_truth": round(float(nmi), 4), "ok": total < TARGET_SECONDS,
+                    "k": run.k,
+                    "choices": run.choices,
+                    "seconds": round(total, 2),
+                    "phases": run.params["seconds"],
+                    "fit_rows": run.params["fit_rows"],
+                    "saved_members": int(saved),
+                    "nmi_vs_truth": round(float(nmi), 4),
+                    "ok": total < TARGET_SECONDS,
                 }
-                print(f"fit {method} k=auto on {n} x {dim}: {total:.1f} s (target < {TARGET_SECONDS:.0f} s) "
-                      f"-> k = {run.k}, NMI vs truth {nmi:.3f}; phases {run.params['seconds']}", file=sys.stderr)
+                print(
+                    f"fit {method} k=auto on {n} x {dim}: {total:.1f} s (target < {TARGET_SECONDS:.0f} s) "
+                    f"-> k = {run.k}, NMI vs truth {nmi:.3f}; phases {run.params['seconds']}",
+                    file=sys.stderr,
+                )
     import resource
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"n": n, "dim": dim, "classes": classes, "store_build_seconds": round(build, 1),
-            "peak_rss_mb": round(peak_mb),
-            "target_seconds": TARGET_SECONDS, "methods": methods, "cpus": os.cpu_count(),
-            "threads": os.environ.get("IMGDB_CLUSTER_THREADS", "1")}
+    return {
+        "n": n,
+        "dim": dim,
+        "classes": classes,
+        "store_build_seconds": round(build, 1),
+        "peak_rss_mb": round(peak_mb),
+        "target_seconds": TARGET_SECONDS,
+        "methods": methods,
+        "cpus": os.cpu_count(),
+        "threads": os.environ.get("IMGDB_CLUSTER_THREADS", "1"),
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,8 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", type=int, metavar="N", help="also time fit k=auto on N synthetic vectors")
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--synthetic-methods", default="kmeans,agglomerative,minibatch",
-                    help="methods to time on the synthetic store (kmeans is the target)")
+    ap.add_argument(
+        "--synthetic-methods",
+        default="kmeans,agglomerative,minibatch",
+        help="methods to time on the synthetic store (kmeans is the target)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "clusters.json")
     args = ap.parse_args(argv)
     if (args.folder is None) != (args.labels_csv is None):
@@ -319,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("nothing to do: give FOLDER LABELS_CSV and/or --synthetic N")
 
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    out["env"] = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                  "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    out["env"] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if args.folder is not None:
         store, tmp = open_store(args.folder.resolve(), args.db)
         try:
@@ -336,11 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         result = synthetic(args.synthetic, args.dim, args.classes, args.synthetic_methods.split(","))
         out["synthetic"] = result
-        print(f"\nsynthetic {result['n']} x {result['dim']} ({result['classes']} classes), fit k=auto "
-              f"(target < {TARGET_SECONDS:.0f} s):")
+        print(
+            f"\nsynthetic {result['n']} x {result['dim']} ({result['classes']} classes), fit k=auto "
+            f"(target < {TARGET_SECONDS:.0f} s):"
+        )
         for method, r in result["methods"].items():
-            print(f"  {method:<14} {r['seconds']:>7.1f} s  {'OK' if r['ok'] else 'MISSED':<6}  k = {r['k']:<3} "
-                  f"NMI vs truth {r['nmi_vs_truth']:.3f}  phases {r['phases']}")
+            print(
+                f"  {method:<14} {r['seconds']:>7.1f} s  {'OK' if r['ok'] else 'MISSED':<6}  k = {r['k']:<3} "
+                f"NMI vs truth {r['nmi_vs_truth']:.3f}  phases {r['phases']}"
+            )
         print(f"  process peak RSS {result['peak_rss_mb']} MB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")

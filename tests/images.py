@@ -17,10 +17,12 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
-from imgdb.demo import _hsv, _shade  # one colour helper for demo and tests
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from imgdb.demo import _hsv, _shade  # one colour helper for demo and tests
 
 Size = tuple[int, int]
 
@@ -145,7 +147,7 @@ def _scene_still_life(rng, size, pal) -> Image.Image:
     w, h = size
     horizon = rng.uniform(0.45, 0.7) * h
     arr = _gradient(size, _shade(pal[0], 0.9), _shade(pal[0], 0.6), rng.uniform(0, np.pi))
-    arr[int(horizon):] = _gradient((w, h - int(horizon)), _shade(pal[1], 0.8), _shade(pal[1], 0.4), np.pi / 2)
+    arr[int(horizon) :] = _gradient((w, h - int(horizon)), _shade(pal[1], 0.8), _shade(pal[1], 0.4), np.pi / 2)
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(img)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -167,10 +169,24 @@ def _scene_still_life(rng, size, pal) -> Image.Image:
             d = ImageDraw.Draw(img)
         else:
             bw, bh, dp = r * 1.6, r * rng.uniform(1.2, 2.4), r * 0.4
-            d.polygon([(x - bw / 2, base - bh), (x - bw / 2 + dp, base - bh - dp),
-                       (x + bw / 2 + dp, base - bh - dp), (x + bw / 2, base - bh)], fill=_shade(col, 1.3))
-            d.polygon([(x + bw / 2, base), (x + bw / 2, base - bh), (x + bw / 2 + dp, base - bh - dp),
-                       (x + bw / 2 + dp, base - dp)], fill=_shade(col, 0.6))
+            d.polygon(
+                [
+                    (x - bw / 2, base - bh),
+                    (x - bw / 2 + dp, base - bh - dp),
+                    (x + bw / 2 + dp, base - bh - dp),
+                    (x + bw / 2, base - bh),
+                ],
+                fill=_shade(col, 1.3),
+            )
+            d.polygon(
+                [
+                    (x + bw / 2, base),
+                    (x + bw / 2, base - bh),
+                    (x + bw / 2 + dp, base - bh - dp),
+                    (x + bw / 2 + dp, base - dp),
+                ],
+                fill=_shade(col, 0.6),
+            )
             d.rectangle([x - bw / 2, base - bh, x + bw / 2, base], fill=col)
     return img
 
@@ -195,8 +211,9 @@ def _scene_texture(rng, size, pal) -> Image.Image:
             off = (bw / 2) * (j % 2)
             for i in range(-1, int(w / bw) + 1):
                 k = rng.uniform(0.75, 1.15)
-                d.rectangle([i * bw + off + 2, j * bh + 2, (i + 1) * bw + off - 2, (j + 1) * bh - 2],
-                            fill=_shade(pal[0], k))
+                d.rectangle(
+                    [i * bw + off + 2, j * bh + 2, (i + 1) * bw + off - 2, (j + 1) * bh - 2], fill=_shade(pal[0], k)
+                )
         return img
     # Coarse periods so the weave survives a 2x downscale without aliasing away.
     p1, p2 = rng.uniform(36, 72), rng.uniform(36, 72)
@@ -289,8 +306,10 @@ def family(family_id: int, member: int, size: Size = (320, 240)) -> Image.Image:
         slope = rng.uniform(-0.4, 0.4)  # slightly tilted stripes
         y = -h + phase
         while y < 2 * h:
-            d.polygon([(0, y), (w, y + slope * w), (w, y + slope * w + period / 2), (0, y + period / 2)],
-                      fill=jit((30, 60, 200)))
+            d.polygon(
+                [(0, y), (w, y + slope * w), (w, y + slope * w + period / 2), (0, y + period / 2)],
+                fill=jit((30, 60, 200)),
+            )
             y += period
     elif family_id == 2:
         img = Image.new("RGB", size, jit((230, 245, 230), 10))
@@ -341,6 +360,18 @@ def family(family_id: int, member: int, size: Size = (320, 240)) -> Image.Image:
 # ---------------------------------------------------------------------------
 # Encoders
 # ---------------------------------------------------------------------------
+
+
+FAMILY_MEMBERS = 7  # per family in the shared family store: 42 images, embedded in about 2 s
+
+
+def write_families(folder: Path, members: int = FAMILY_MEMBERS) -> None:
+    """``family-F/member-M.jpg`` for every family, as JPEG."""
+    for f in range(FAMILIES):
+        for m in range(members):
+            path = folder / f"family-{f}" / f"member-{m}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg_bytes(family(f, m)))
 
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -470,7 +501,12 @@ def pixel_bomb_png_bytes(width: int = 20000, height: int = 20000) -> bytes:
         done += n
     parts.append(comp.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grayscale, no interlace
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def html_as_image_bytes() -> bytes:

@@ -32,13 +32,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.message import Message
 from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["LocalServer", "Request", "Response"]
@@ -134,9 +135,7 @@ class LocalServer:
         last_modified: datetime | None = None,
     ) -> None:
         """Answer every request for ``path`` with the same response."""
-        response = Response(
-            status, body, dict(headers or {}), content_type, delay, chunked, etag, last_modified
-        )
+        response = Response(status, body, dict(headers or {}), content_type, delay, chunked, etag, last_modified)
         self._routes[path] = lambda request: response
 
     def sequence(self, path: str, responses: Iterable[Response | int]) -> None:
@@ -233,7 +232,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(send_body=False)
 
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class names it
         pass  # keep pytest output clean; use server.requests instead
 
     def _serve(self, send_body: bool) -> None:

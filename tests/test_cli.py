@@ -23,8 +23,12 @@ runner = CliRunner()
 
 def imgdb(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "imgdb.cli", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})}, **kw,
+        [sys.executable, "-m", "imgdb.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        **kw,
     )
 
 
@@ -44,8 +48,18 @@ def write_photos(folder: Path, n: int, size=(96, 72)) -> None:
 
 
 def test_every_command_has_help():
-    commands = [["ingest"], ["info"], ["similar"], ["sql"], ["dupes"], ["dupes", "reject"], ["clusters", "fit"],
-                ["clusters", "show"], ["clusters", "export"], ["demo"]]
+    commands = [
+        ["ingest"],
+        ["info"],
+        ["similar"],
+        ["sql"],
+        ["dupes"],
+        ["dupes", "reject"],
+        ["clusters", "fit"],
+        ["clusters", "show"],
+        ["clusters", "export"],
+        ["demo"],
+    ]
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
     for name in ("ingest", "info", "similar", "sql", "dupes", "clusters", "demo"):
@@ -86,8 +100,10 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert_one_line_error(imgdb("ingest", f"http://127.0.0.1:{port}/", "--db", str(tmp_path / "db"), "--timeout", "1"))
-    assert_one_line_error(imgdb("ingest", str(tmp_path), "--db", str(tmp_path / "db"), "--model", str(tmp_path / "x.onnx")),
-                          "model spec not found")
+    assert_one_line_error(
+        imgdb("ingest", str(tmp_path), "--db", str(tmp_path / "db"), "--model", str(tmp_path / "x.onnx")),
+        "model spec not found",
+    )
 
 
 def test_a_second_writer_gets_a_clear_error_and_nothing_is_lost(tmp_path):
@@ -107,7 +123,8 @@ def test_killed_ingest_completes_on_rerun_with_both_stores_agreeing(tmp_path):
     db = tmp_path / "db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgdb.cli", "ingest", str(tmp_path / "pics"), "--db", str(db), "--json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     blobs = db / "blobs"
@@ -135,7 +152,6 @@ def test_killed_ingest_completes_on_rerun_with_both_stores_agreeing(tmp_path):
         assert store.query("SELECT count(*) FROM sources")[0][0] == n
         statuses = [s for (s,) in store.query("SELECT status FROM runs ORDER BY id")]
     assert statuses == ["running", "done"]  # the killed run never finished
-
 
 
 def test_demo_crawls_the_generated_shop_and_never_overwrites_a_real_store(tmp_path):

@@ -10,49 +10,83 @@ import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 from imgdb import clustering as cluster
-from imgdb.imaging.model import Model, ModelSpec
 from imgdb.errors import UsageError
-from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 from tests import images
 
-MEMBERS = 7  # per family: 42 images, embedded in about 2 s
 K_RANGE = (2, 12)
 
 # Silhouette over k = 2..30 measured with the bundled model (KMeans, PCA 100):
 # on tests/images.family (6 families x 8) and on the grocery photos (scripts/eval_clusters.py).
-FAMILY_CURVE = [0.224, 0.329, 0.415, 0.532, 0.619, 0.55, 0.523, 0.494, 0.48, 0.386, 0.403, 0.332, 0.315, 0.311,
-                0.324, 0.346, 0.295, 0.228, 0.214, 0.204, 0.212, 0.206, 0.194, 0.284, 0.276, 0.183, 0.182, 0.16,
-                0.161]
-GROCERY_CURVE = [0.213, 0.177, 0.165, 0.177, 0.175, 0.189, 0.185, 0.184, 0.108, 0.101, 0.112, 0.111, 0.121, 0.118,
-                 0.118, 0.122, 0.116, 0.109, 0.114, 0.123, 0.12, 0.116, 0.118, 0.122, 0.122, 0.126, 0.121, 0.124,
-                 0.123]
+FAMILY_CURVE = [
+    0.224,
+    0.329,
+    0.415,
+    0.532,
+    0.619,
+    0.55,
+    0.523,
+    0.494,
+    0.48,
+    0.386,
+    0.403,
+    0.332,
+    0.315,
+    0.311,
+    0.324,
+    0.346,
+    0.295,
+    0.228,
+    0.214,
+    0.204,
+    0.212,
+    0.206,
+    0.194,
+    0.284,
+    0.276,
+    0.183,
+    0.182,
+    0.16,
+    0.161,
+]
+GROCERY_CURVE = [
+    0.213,
+    0.177,
+    0.165,
+    0.177,
+    0.175,
+    0.189,
+    0.185,
+    0.184,
+    0.108,
+    0.101,
+    0.112,
+    0.111,
+    0.121,
+    0.118,
+    0.118,
+    0.122,
+    0.116,
+    0.109,
+    0.114,
+    0.123,
+    0.12,
+    0.116,
+    0.118,
+    0.122,
+    0.122,
+    0.126,
+    0.121,
+    0.124,
+    0.123,
+]
 KS = list(range(2, 31))
-
-
-def make_families(folder: Path) -> None:
-    for f in range(images.FAMILIES):
-        for m in range(MEMBERS):
-            path = folder / f"family-{f}" / f"member-{m}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(images.jpeg_bytes(images.family(f, m)))
 
 
 def family_of(store: Store) -> dict[str, int]:
     """image id -> family number, from the folder each image was ingested from."""
     rows = store.query("SELECT image_id, source FROM sources")
     return {image_id: int(Path(source).parent.name.split("-")[1]) for image_id, source in rows}
-
-
-@pytest.fixture(scope="module")
-def family_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real store (real model) holding 6 families x 7 members; tests open it themselves."""
-    root = tmp_path_factory.mktemp("families")
-    make_families(root / "pics")
-    with Store.open(root / "db", write=True) as store:
-        summary = ingest(store, [str(root / "pics")], Model(ModelSpec.load()))
-        assert summary.new == images.FAMILIES * MEMBERS
-    return root / "db"
 
 
 def nmi(store: Store, run: cluster.ClusterRun) -> float:
@@ -118,9 +152,9 @@ def test_peak_rule_edges_and_gaps():
 def test_families_recovered_at_the_true_k(family_db, method):
     with Store.open(family_db) as store:
         run = cluster.fit(store, method=method, k=6, save=False)
-        assert run.k == 6 and len(run.ids) == images.FAMILIES * MEMBERS
+        assert run.k == 6 and len(run.ids) == images.FAMILIES * images.FAMILY_MEMBERS
         assert nmi(store, run) == pytest.approx(1.0)
-        assert sorted(run.sizes) == [MEMBERS] * 6
+        assert sorted(run.sizes) == [images.FAMILY_MEMBERS] * 6
 
 
 @pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
@@ -141,9 +175,17 @@ def test_fit_is_saved_for_sql_and_later_commands(family_db):
         assert run.run_id is not None and store.latest_run("clusters") == run.run_id
         (model, method, pca, k, rule, seed, n, params, scores, sil) = store.query(
             "SELECT model, method, pca, k, select_rule, seed, n_images, params, scores, silhouette "
-            "FROM cluster_runs WHERE id = ?", [run.run_id])[0]
-        assert (model, method, k, rule, seed, n) == (store.query("SELECT key FROM models")[0][0], "kmeans", 6,
-                                                     "peak", 0, 42)
+            "FROM cluster_runs WHERE id = ?",
+            [run.run_id],
+        )[0]
+        assert (model, method, k, rule, seed, n) == (
+            store.query("SELECT key FROM models")[0][0],
+            "kmeans",
+            6,
+            "peak",
+            0,
+            42,
+        )
         assert pca == 41  # 100 requested, capped at n - 1 rows
         params, scores = json.loads(params), json.loads(scores)
         assert params["choices"]["peak"] == 6 and params["k_range"] == [2, 12]
@@ -153,20 +195,26 @@ def test_fit_is_saved_for_sql_and_later_commands(family_db):
         # Every image has exactly one row, joinable with images and sources.
         joined = store.query(
             "SELECT count(*), count(DISTINCT m.image_id), count(DISTINCT m.cluster) FROM cluster_members m "
-            "JOIN images i ON i.id = m.image_id WHERE m.run_id = ?", [run.run_id])[0]
+            "JOIN images i ON i.id = m.image_id WHERE m.run_id = ?",
+            [run.run_id],
+        )[0]
         assert joined == (42, 42, 6)
         per_family = store.query(
             "SELECT regexp_extract(s.source, 'family-(\\d)', 1) AS fam, count(DISTINCT m.cluster) "
             "FROM cluster_members m JOIN sources s ON s.image_id = m.image_id WHERE m.run_id = ? GROUP BY 1",
-            [run.run_id])
+            [run.run_id],
+        )
         assert sorted(per_family) == [(str(f), 1) for f in range(6)]
-        info = store.query("SELECT cluster, size, medoid, len(centroid) FROM cluster_info WHERE run_id = ? "
-                           "ORDER BY cluster", [run.run_id])
+        info = store.query(
+            "SELECT cluster, size, medoid, len(centroid) FROM cluster_info WHERE run_id = ? ORDER BY cluster",
+            [run.run_id],
+        )
         assert [r[0] for r in info] == list(range(6)) and sum(r[1] for r in info) == 42
         assert all(r[3] == 1280 for r in info)
         for c, _size, medoid, _dim in info:
-            assert store.query("SELECT cluster FROM cluster_members WHERE run_id = ? AND image_id = ?",
-                               [run.run_id, medoid]) == [(c,)]
+            assert store.query(
+                "SELECT cluster FROM cluster_members WHERE run_id = ? AND image_id = ?", [run.run_id, medoid]
+            ) == [(c,)]
         # Reading it back gives the same assignment, and a map for the plot.
         loaded = cluster.load_run(store, run.run_id)
         assert loaded.ids == run.ids and np.array_equal(loaded.labels, run.labels)
@@ -227,8 +275,9 @@ def test_plots_are_pngs(family_db, tmp_path):
 def test_compare_runs_recipe_b_grid(family_db):
     with Store.open(family_db) as store:
         result = cluster.compare(store, k_range=(2, 8))
-        assert [(r.method, r.k) for r in result.rows] == [(m, k) for m in ("kmeans", "agglomerative")
-                                                          for k in range(2, 9)]
+        assert [(r.method, r.k) for r in result.rows] == [
+            (m, k) for m in ("kmeans", "agglomerative") for k in range(2, 9)
+        ]
         best = max(r.silhouette for r in result.rows if r.silhouette is not None)
         assert result.winner.silhouette == best and result.winner.k == 6
         assert result.peak == {"kmeans": 6, "agglomerative": 6}

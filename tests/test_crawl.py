@@ -42,8 +42,7 @@ def test_lazy_attribute_replaces_placeholder_src() -> None:
       <img src="{gif}" data-srcset="/lazy4-small.jpg 400w, /lazy4-big.jpg 1200w">
       <img class="lazyload" data-src="/lazy5.jpg">
     """
-    assert urls(html) == [f"https://shop.example/lazy{n}" for n in
-                          ("1.jpg", "2.jpg", "3.jpg", "4-big.jpg", "5.jpg")]
+    assert urls(html) == [f"https://shop.example/lazy{n}" for n in ("1.jpg", "2.jpg", "3.jpg", "4-big.jpg", "5.jpg")]
 
 
 def test_placeholders_and_tracking_pixels_alone_are_not_images() -> None:

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgdb.errors import DecodeError, ModelError
 from imgdb.imaging.decode import decode
 from imgdb.imaging.model import Model, ModelSpec
-from imgdb.errors import DecodeError, ModelError
 from tests import images
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    return Model(ModelSpec.load())
 
 
 def embed_bytes(model: Model, data: bytes) -> np.ndarray:
@@ -27,7 +22,7 @@ def embed_bytes(model: Model, data: bytes) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "encoder, fmt",
+    ("encoder", "fmt"),
     [
         (images.jpeg_bytes, "JPEG"),
         (images.png_bytes, "PNG"),
@@ -87,7 +82,7 @@ def test_jpeg_draft_decodes_near_the_target_size_but_reports_the_original():
 
 
 @pytest.mark.parametrize(
-    "data, reason",
+    ("data", "reason"),
     [
         (b"", "empty"),
         (images.html_as_image_bytes(), "not-image"),

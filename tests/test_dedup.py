@@ -12,15 +12,9 @@ import pytest
 from PIL import Image
 
 from imgdb import dedup
-from imgdb.imaging.model import Model, ModelSpec
 from imgdb.acquire.ingest import ingest
 from imgdb.store import Store
 from tests import images
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    return Model(ModelSpec.load())
 
 
 def sha(data: bytes) -> str:
@@ -70,8 +64,14 @@ def collection(tmp_path_factory, model):
     store = Store.open(root / "db", write=True)
     ingest(store, [str(root / "pics")], model)
     result = dedup.find(store)
-    yield {"store": store, "result": result, "near": near, "distinct": distinct,
-           "png": sha(files["lossless/pic.png"]), "webp": sha(files["lossless/pic.webp"])}
+    yield {
+        "store": store,
+        "result": result,
+        "near": near,
+        "distinct": distinct,
+        "png": sha(files["lossless/pic.png"]),
+        "webp": sha(files["lossless/pic.webp"]),
+    }
     store.close()
 
 
@@ -141,8 +141,10 @@ def test_results_and_hashes_are_in_duckdb(collection):
     params = json.loads(store.query("SELECT params FROM dupe_runs WHERE id = ?", [result.run_id])[0][0])
     assert params["methods"] == list(dedup.DEFAULT_METHODS) and params["cosine_min"] == dedup.COSINE_MIN
     assert store.query("SELECT count(*) FROM dupe_pairs WHERE run_id = ?", [result.run_id])[0][0] == len(result.pairs)
-    keeps = store.query("SELECT group_id, count(*) FILTER (is_keep), count(*) FROM dupe_groups WHERE run_id = ? "
-                        "GROUP BY 1 ORDER BY 1", [result.run_id])
+    keeps = store.query(
+        "SELECT group_id, count(*) FILTER (is_keep), count(*) FROM dupe_groups WHERE run_id = ? GROUP BY 1 ORDER BY 1",
+        [result.run_id],
+    )
     assert [(k, n) for _g, k, n in keeps] == [(1, g.size) for g in result.groups]
     saved = dedup.latest_groups(store, result.run_id)
     assert [(g.keep_id, g.ids, g.stage) for g in saved] == [(g.keep_id, g.ids, g.stage) for g in result.groups]
@@ -262,7 +264,7 @@ def test_embedding_search_is_exact():
     n, dim = 2600, 1280
     X = rng.standard_normal((n, 40)).astype(np.float32) @ rng.standard_normal((40, dim)).astype(np.float32)
     X += 0.3 * rng.standard_normal((n, dim)).astype(np.float32) * np.abs(X).mean()
-    X[n // 2:] = X[: n - n // 2] + 0.15 * rng.standard_normal((n - n // 2, dim)).astype(np.float32) * np.abs(X).mean()
+    X[n // 2 :] = X[: n - n // 2] + 0.15 * rng.standard_normal((n - n // 2, dim)).astype(np.float32) * np.abs(X).mean()
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     full = X @ X.T
     for t in (0.9, 0.97):

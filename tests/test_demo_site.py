@@ -103,7 +103,7 @@ def test_near_duplicates_are_closer_than_distinct_products(site):
     info = site
     mains = {s: _small(info.root / f"products/{s}/main.jpg") for s in info.renditions if ":" not in s}
     keys = list(mains)
-    distinct = min(np.abs(mains[a] - mains[b]).mean() for i, a in enumerate(keys) for b in keys[i + 1:])
+    distinct = min(np.abs(mains[a] - mains[b]).mean() for i, a in enumerate(keys) for b in keys[i + 1 :])
     for group in info.near_duplicate_groups:
         first = _small(info.root / group[0])
         for other in group[1:]:
@@ -112,8 +112,11 @@ def test_near_duplicates_are_closer_than_distinct_products(site):
 
 def test_build_is_deterministic_per_seed(tmp_path):
     def digest(root: Path) -> dict[str, str]:
-        return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
-                for f in sorted(root.rglob("*")) if f.is_file()}
+        return {
+            str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*"))
+            if f.is_file()
+        }
 
     a = build_site(tmp_path / "a", products=8, per_page=4, seed=5)
     b = build_site(tmp_path / "b", products=8, per_page=4, seed=5)

@@ -10,15 +10,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-
-import imgdb
 from PIL import Image
 
+import imgdb
 from imgdb import clustering as cluster
 from imgdb.errors import UsageError
 from imgdb.export import GalleryGroup, export_clusters, safe_filename, write_gallery
 from imgdb.store import SourceRow, Store
-from tests.test_cluster import MEMBERS, family_db  # noqa: F401  (the module-scoped store fixture)
+from tests import images
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 NASTY_URL = "https://shop.example/a/..%2F..%2Fetc/<script>alert(1)<%2Fscript> Ünïcødé photo?.jpg?w=100&h=1#frag"
@@ -59,20 +58,23 @@ def fitted(db: Path, k: int) -> int:
 # ---------------------------------------------------------------------------- names
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("https://shop.example/img/Red%20Apple.JPG?size=large#x", "Red-Apple.JPG"),
-    ("/home/me/Pictures/holiday/beach 01.jpeg", "beach-01.jpeg"),
-    ("C:\\Users\\me\\Été à Paris.png", "Ete-a-Paris.png"),
-    ("https://shop.example/", "shop.example"),
-    ("../../etc/passwd", "passwd"),
-    ("https://x.example/..%2F..%2F.bashrc", "bashrc"),
-    ("...", "image"),
-    ("", "image"),
-    ("CON.jpg", "_CON.jpg"),
-    ("nul", "_nul"),
-    ("产品图片.webp", "webp"),
-    ("a" * 300 + ".jpeg", "a" * 75 + ".jpeg"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("https://shop.example/img/Red%20Apple.JPG?size=large#x", "Red-Apple.JPG"),
+        ("/home/me/Pictures/holiday/beach 01.jpeg", "beach-01.jpeg"),
+        ("C:\\Users\\me\\Été à Paris.png", "Ete-a-Paris.png"),
+        ("https://shop.example/", "shop.example"),
+        ("../../etc/passwd", "passwd"),
+        ("https://x.example/..%2F..%2F.bashrc", "bashrc"),
+        ("...", "image"),
+        ("", "image"),
+        ("CON.jpg", "_CON.jpg"),
+        ("nul", "_nul"),
+        ("产品图片.webp", "webp"),
+        ("a" * 300 + ".jpeg", "a" * 75 + ".jpeg"),
+    ],
+)
 def test_safe_filename(name, expected):
     out = safe_filename(name)
     assert out == expected
@@ -90,8 +92,9 @@ def test_safe_filename_of_hostile_url():
 def test_export_writes_one_folder_per_cluster_sheets_and_gallery(family_db, tmp_path):
     run_id = fitted(family_db, 6)
     with Store.open(family_db, write=True) as store:
-        some_image = store.query("SELECT image_id FROM cluster_members WHERE run_id = ? ORDER BY image_id LIMIT 1",
-                                 [run_id])[0][0]
+        some_image = store.query(
+            "SELECT image_id FROM cluster_members WHERE run_id = ? ORDER BY image_id LIMIT 1", [run_id]
+        )[0][0]
         store.add_sources([(some_image, SourceRow(NASTY_URL, "url", page_url="https://shop.example/list"))], None)
     with Store.open(family_db) as store:
         index = export_clusters(store, run_id, tmp_path / "out")
@@ -104,7 +107,7 @@ def test_export_writes_one_folder_per_cluster_sheets_and_gallery(family_db, tmp_
     exported: dict[str, str] = {}
     for folder in folders:
         files = sorted((out / folder).iterdir())
-        assert len(files) == MEMBERS
+        assert len(files) == images.FAMILY_MEMBERS
         for f in files:
             assert SAFE.match(f.name) and f.suffix == ".jpg"
             exported[hashlib.sha256(f.read_bytes()).hexdigest()] = folder
@@ -119,7 +122,7 @@ def test_export_writes_one_folder_per_cluster_sheets_and_gallery(family_db, tmp_
     assert links and all(p.exists() for p in links), [p for p in links if not p.exists()]
     assert {p.parent.name for p in links} >= {"thumbs", "sheets", *folders}
     page = index.read_text(encoding="utf-8")
-    assert page.count("<section") == 6 and page.count(f"{MEMBERS} images</small>") == 6
+    assert page.count("<section") == 6 and page.count(f"{images.FAMILY_MEMBERS} images</small>") == 6
     assert "member-0.jpg" in page  # each image's source (file path) is shown
     assert "<script>" not in page and "&lt;script&gt;" in page  # hostile source text is escaped
     for thumb in (out / "thumbs").iterdir():
@@ -133,12 +136,14 @@ def test_hardlink_and_symlink_modes(family_db, tmp_path):
         export_clusters(store, run_id, tmp_path / "hard", mode="hardlink")
         export_clusters(store, run_id, tmp_path / "soft", mode="symlink")
         for mode in ("hard", "soft"):
-            files = [f for f in (tmp_path / mode).glob("cluster-*/*")]
-            assert len(files) == 6 * MEMBERS
+            files = list((tmp_path / mode).glob("cluster-*/*"))
+            assert len(files) == 6 * images.FAMILY_MEMBERS
             for f in files:
                 image_id = f.stem.rsplit("-", 1)[1]
-                blob = next(store.blob_path(i) for i, in store.query(
-                    "SELECT id FROM images WHERE id LIKE ?", [image_id + "%"]))
+                blob = next(
+                    store.blob_path(i)
+                    for (i,) in store.query("SELECT id FROM images WHERE id LIKE ?", [image_id + "%"])
+                )
                 if mode == "hard":
                     assert not f.is_symlink() and os.stat(f).st_ino == os.stat(blob).st_ino
                 else:
@@ -178,9 +183,13 @@ def test_reexport_replaces_an_earlier_export_but_never_a_foreign_folder(family_d
 def test_gallery_of_any_titled_groups(family_db, tmp_path):
     """What dedup will do: groups of ids with titles, no cluster run involved."""
     with Store.open(family_db) as store:
-        ids = sorted(i for i, in store.query("SELECT id FROM images"))
-        groups = [("Duplicates <A> & co", ids[:3]), GalleryGroup("Group B", ids[3:5], note="two near-copies"),
-                  ("Empty", []), ("Unknown ids are skipped", ["f" * 64])]
+        ids = sorted(i for (i,) in store.query("SELECT id FROM images"))
+        groups = [
+            ("Duplicates <A> & co", ids[:3]),
+            GalleryGroup("Group B", ids[3:5], note="two near-copies"),
+            ("Empty", []),
+            ("Unknown ids are skipped", ["f" * 64]),
+        ]
         index = write_gallery(store, groups, tmp_path / "g", "Near-duplicates", max_per_group=2)
     page = index.read_text(encoding="utf-8")
     assert "Duplicates &lt;A&gt; &amp; co" in page and "two near-copies" in page

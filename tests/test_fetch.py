@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from imgdb.acquire.fetch import Fetched, Fetcher, FetchPolicy
 from imgdb.errors import (
     ConnectFailed,
     FetchError,
@@ -24,7 +25,6 @@ from imgdb.errors import (
     TooLarge,
     TooManyRedirects,
 )
-from imgdb.acquire.fetch import Fetched, Fetcher, FetchPolicy
 from tests.server import LocalServer, Response
 
 # Small backoffs and timeouts keep the whole module to a few seconds.
@@ -44,9 +44,7 @@ def fetch_many(urls: list[str], policy: FetchPolicy = FAST, **kwargs: Any) -> li
 
     async def go() -> list[Any]:
         async with Fetcher(policy) as fetcher:
-            return await asyncio.gather(
-                *(fetcher.get(u, **kwargs) for u in urls), return_exceptions=True
-            )
+            return await asyncio.gather(*(fetcher.get(u, **kwargs) for u in urls), return_exceptions=True)
 
     return asyncio.run(go())
 

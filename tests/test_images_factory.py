@@ -60,9 +60,7 @@ def test_photo_survives_reencode_and_half_size():
 def test_families_are_separated():
     fams = [[ti.family(f, m) for m in range(3)] for f in range(ti.FAMILIES)]
     within = max(_diff(fams[f][0], fams[f][m]) for f in range(ti.FAMILIES) for m in (1, 2))
-    across = min(
-        _diff(fams[f][0], fams[g][0]) for f in range(ti.FAMILIES) for g in range(ti.FAMILIES) if f != g
-    )
+    across = min(_diff(fams[f][0], fams[g][0]) for f in range(ti.FAMILIES) for g in range(ti.FAMILIES) if f != g)
     assert ti.family(2, 1).tobytes() == ti.family(2, 1).tobytes()
     assert ti.family(2, 1).tobytes() != ti.family(2, 2).tobytes()
     # Colour statistics alone separate families; members share them.

@@ -9,18 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgdb.imaging.model import Model, ModelSpec
-from imgdb.errors import ConnectFailed, UsageError
 from imgdb.acquire.fetch import FetchPolicy
 from imgdb.acquire.ingest import IngestOptions, ingest
+from imgdb.errors import ConnectFailed, UsageError
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.store import Store
 from tests import images
 from tests.server import Response
-
-
-@pytest.fixture(scope="module")
-def model() -> Model:
-    return Model(ModelSpec.load())
 
 
 def fast_policy(**kw) -> FetchPolicy:
@@ -74,8 +69,9 @@ def test_folder_ingest_stores_every_image_and_records_failures(tmp_path, model):
         # The same bytes at two paths: one image, two sources.
         dup = store.query("SELECT image_id, count(*) FROM sources GROUP BY 1 HAVING count(*) > 1")
         assert len(dup) == 1 and dup[0][1] == 2
-        assert store.query("SELECT width, height FROM images i JOIN sources s ON s.image_id = i.id "
-                           "WHERE s.source LIKE '%rotated.jpg'") == [(320, 240)]
+        assert store.query(
+            "SELECT width, height FROM images i JOIN sources s ON s.image_id = i.id WHERE s.source LIKE '%rotated.jpg'"
+        ) == [(320, 240)]
         reasons = store.query("SELECT reason, count(*) FROM failures GROUP BY 1 ORDER BY 1")
         assert reasons == [("bomb", 1), ("empty", 1), ("not-image", 1), ("truncated", 1)]
         runs = store.query("SELECT command, status FROM runs")
@@ -156,7 +152,7 @@ def build_shop(server) -> dict[str, bytes]:
     )
     page2 = (
         '<picture><source srcset="/img/p4.jpg"><img src="/img/p4.jpg"></picture>'
-        '<div style="background-image: url(\'/img/p5.jpg\')"></div>'
+        "<div style=\"background-image: url('/img/p5.jpg')\"></div>"
         '<img src="/img/missing.jpg"><img src="/img/loop.jpg"><img src="/img/slow.jpg">'
         '<a href="/product/2/">Product 2</a>'
     )
@@ -167,10 +163,14 @@ def build_shop(server) -> dict[str, bytes]:
     server.route("/shop/", listing(1, page1, "/shop/page/2/"), last_modified=MODIFIED)
     server.route("/shop/page/2/", listing(2, page2, "/shop/page/3/"), last_modified=MODIFIED)
     server.route("/shop/page/3/", listing(3, page3, None), last_modified=MODIFIED)
-    server.route("/product/1/", '<meta property="og:image" content="/img/p6.jpg"><img src="/img/detail1.png">',
-                 last_modified=MODIFIED)
-    server.route("/product/2/", '<img src="/img/p7.jpg" title="seven"><img src="/img/flaky.webp">',
-                 last_modified=MODIFIED)
+    server.route(
+        "/product/1/",
+        '<meta property="og:image" content="/img/p6.jpg"><img src="/img/detail1.png">',
+        last_modified=MODIFIED,
+    )
+    server.route(
+        "/product/2/", '<img src="/img/p7.jpg" title="seven"><img src="/img/flaky.webp">', last_modified=MODIFIED
+    )
     return pics
 
 
@@ -184,8 +184,14 @@ def test_web_ingest_crawls_pagination_and_product_pages(tmp_path, http_server, m
         summary = ingest(store, [http_server.url("/shop/")], model, shop_options())
         assert summary.pages == 5 and summary.pages_failed == 0
         assert dict(summary.failed) == {
-            "robots": 1, "http-404": 1, "redirects": 1, "timeout": 1, "not-image": 1,
-            "truncated": 1, "bomb": 1, "too-large": 1,
+            "robots": 1,
+            "http-404": 1,
+            "redirects": 1,
+            "timeout": 1,
+            "not-image": 1,
+            "truncated": 1,
+            "bomb": 1,
+            "too-large": 1,
         }
         # p0..p7, p0-small is replaced by the larger srcset candidate, detail1, flaky (after a retry).
         assert summary.new == 10
@@ -194,7 +200,9 @@ def test_web_ingest_crawls_pagination_and_product_pages(tmp_path, http_server, m
         assert http_server.count("/img/p0-small.jpg") == 0
         assert http_server.count("/img/flaky.webp") == 2
         assert not any("example.invalid" in p for p in http_server.paths())
-        p0 = store.query("SELECT page_url, alt, site, http_status, content_type FROM sources WHERE source LIKE '%/img/p0.jpg'")
+        p0 = store.query(
+            "SELECT page_url, alt, site, http_status, content_type FROM sources WHERE source LIKE '%/img/p0.jpg'"
+        )
         assert p0 == [(http_server.url("/shop/"), "first", p0[0][2], 200, "image/jpeg")]
         assert store.query("SELECT title FROM sources WHERE source LIKE '%p7.jpg'") == [("seven",)]
         pages = dict(store.query("SELECT url, images_found FROM pages"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from imgdb.errors import ReadOnlyStore
@@ -70,7 +71,7 @@ def test_a_failed_migration_leaves_the_store_as_it_was(old_store: Path, monkeypa
         con.execute("SELECT * FROM no_such_table")
 
     monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, ("m999_broken", m999_broken)])
-    with pytest.raises(Exception):
+    with pytest.raises(duckdb.CatalogException):
         Store.open(old_store, write=True)
     monkeypatch.undo()
     with Store.open(old_store) as store:
@@ -79,6 +80,5 @@ def test_a_failed_migration_leaves_the_store_as_it_was(old_store: Path, monkeypa
 
 
 def test_a_read_only_store_refuses_writes(old_store: Path):
-    with Store.open(old_store) as store, pytest.raises(ReadOnlyStore):
-        with store.transaction():
-            pass
+    with Store.open(old_store) as store, pytest.raises(ReadOnlyStore), store.transaction():
+        pass

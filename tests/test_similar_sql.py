@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 import imgdb
 import imgdb.config
-from imgdb.cli import app
-from imgdb.imaging.model import Model, ModelSpec
-from imgdb.errors import UsageError
 from imgdb.acquire.ingest import ingest
+from imgdb.cli import app
+from imgdb.errors import UsageError
+from imgdb.imaging.model import Model, ModelSpec
 from imgdb.search import search
 from imgdb.store import Store
 from tests import images
@@ -93,7 +93,9 @@ def test_cli_similar_and_sql_json_parse(collection):
     assert [d["rank"] for d in data] == [1, 2, 3] and len(data[0]["id"]) == 64
     csv_out = runner.invoke(app, ["similar", str(collection / "pics" / "p0.jpg"), "--db", db, "-k", "2", "--csv"])
     assert csv_out.stdout.splitlines()[0].startswith("rank,similarity,id")
-    result = runner.invoke(app, ["sql", "SELECT format, count(*) AS n FROM images GROUP BY 1 ORDER BY 1", "--db", db, "--json"])
+    result = runner.invoke(
+        app, ["sql", "SELECT format, count(*) AS n FROM images GROUP BY 1 ORDER BY 1", "--db", db, "--json"]
+    )
     assert json.loads(result.stdout) == [{"format": "JPEG", "n": 12}, {"format": "PNG", "n": 6}]
     table = runner.invoke(app, ["similar", str(collection / "pics" / "p0.jpg"), "--db", db])
     assert table.exit_code == 0 and "similarity" in table.stdout
@@ -147,12 +149,18 @@ def test_cli_dupes_json_csv_reject_and_sql_views(collection):
     rejected = runner.invoke(app, ["dupes", "reject", str(collection / "pics" / "p0.jpg"), small[:10], "--db", db])
     assert rejected.exit_code == 0, rejected.output
     again = json.loads(runner.invoke(app, ["dupes", "--db", db, "--json"]).stdout)["groups"]
-    together = [g for g in again if {m["image_id"] for m in g["members"]} >= {small, keep_of_p0["members"][0]["image_id"]}]
-    assert not any(small in {m["image_id"] for m in g["members"]} and
-                   any(m["sources"][0].endswith("p0.jpg") for m in g["members"]) for g in together)
+    together = [
+        g for g in again if {m["image_id"] for m in g["members"]} >= {small, keep_of_p0["members"][0]["image_id"]}
+    ]
+    assert not any(
+        small in {m["image_id"] for m in g["members"]} and any(m["sources"][0].endswith("p0.jpg") for m in g["members"])
+        for g in together
+    )
     csv_out = runner.invoke(app, ["dupes", "--db", db, "--csv"])
     assert csv_out.stdout.startswith("group,stage,best_score,keep,image_id")
-    views = json.loads(runner.invoke(app, ["sql", "SELECT count(DISTINCT group_id) AS n FROM dupes", "--db", db, "--json"]).stdout)
+    views = json.loads(
+        runner.invoke(app, ["sql", "SELECT count(DISTINCT group_id) AS n FROM dupes", "--db", db, "--json"]).stdout
+    )
     assert views[0]["n"] == len(again)
     bad = runner.invoke(app, ["dupes", "--db", db, "--method", "nonsense"])
     assert bad.exit_code == 1
@@ -160,7 +168,9 @@ def test_cli_dupes_json_csv_reject_and_sql_views(collection):
 
 def test_cli_clusters_fit_show_export(collection, tmp_path):
     db = str(collection / "db")
-    fit = runner.invoke(app, ["clusters", "fit", "--db", db, "--k-range", "2..8", "--plots", str(tmp_path / "plots"), "--json"])
+    fit = runner.invoke(
+        app, ["clusters", "fit", "--db", db, "--k-range", "2..8", "--plots", str(tmp_path / "plots"), "--json"]
+    )
     assert fit.exit_code == 0, fit.output
     run = json.loads(fit.stdout)
     assert run["k"] == 6 and sorted(run["sizes"]) == [3] * 6  # each photo with its two copies

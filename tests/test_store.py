@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imgdb.errors import StoreBusy, UsageError
-from imgdb.store import NewImage, SourceRow, Store
+from imgdb.store import SourceRow, Store
 from tests.fakes import FakeSpec, new_image, unit_vectors
 
 
@@ -64,9 +64,8 @@ def test_repair_on_open_drops_vectors_of_an_unfinished_batch(tmp_path):
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):
-    with Store.open(tmp_path / "db", write=True):
-        with pytest.raises(StoreBusy, match="busy"):
-            Store.open(tmp_path / "db", write=True)
+    with Store.open(tmp_path / "db", write=True), pytest.raises(StoreBusy, match="busy"):
+        Store.open(tmp_path / "db", write=True)
     with Store.open(tmp_path / "db", write=True):  # the lock is released on close
         pass
 

@@ -11,8 +11,9 @@ document order; each kind of discovery is a small ``_from_*`` function.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urldefrag, urljoin, urlsplit
 
 from bs4 import BeautifulSoup, Tag
@@ -68,9 +69,7 @@ _PLACEHOLDER_NAME = re.compile(
     re.I,
 )
 
-_META_IMAGE_KEYS = frozenset(
-    {"og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src"}
-)
+_META_IMAGE_KEYS = frozenset({"og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src"})
 
 # A CSS declaration that can carry a background image, and the url(...) inside it.
 _CSS_BACKGROUND = re.compile(r"background(?:-image)?\s*:([^;]*)", re.I)
@@ -393,10 +392,8 @@ def _query_number(pairs: list[tuple[str, str]], key: str) -> int:
 
 
 def _last_match(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
-    match = None
-    for match in pattern.finditer(text):
-        pass
-    return match
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
 
 
 def _same_path(a: str, b: str) -> bool:

@@ -47,9 +47,7 @@ _ROBOTS_MAX_BYTES = 512 * 1024
 # shorthand for "noindex, nofollow".
 _REFUSING_DIRECTIVES = frozenset({"noai", "noimageai", "noindex", "none"})
 # Directives that carry a value after a colon, so "max-snippet: 20" is not a user agent.
-_VALUED_DIRECTIVES = frozenset(
-    {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
-)
+_VALUED_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
 
 _Kind = Literal["page", "image", "robots"]
 
@@ -177,9 +175,7 @@ class Fetcher:
             self._robots_locks.clear()
         return self._client
 
-    async def _get(
-        self, url: str, kind: _Kind, headers: dict[str, str] | None, *, check_robots: bool
-    ) -> Fetched:
+    async def _get(self, url: str, kind: _Kind, headers: dict[str, str] | None, *, check_robots: bool) -> Fetched:
         """Follow redirects hop by hop; each hop is retried on its own."""
         _check_url(url)
         current = url
@@ -198,9 +194,7 @@ class Fetcher:
             except (httpx.InvalidURL, ValueError, FetchError) as exc:
                 raise FetchError(url, f"bad redirect to {location!r}: {url}") from exc
         loop = " (loop)" if current in seen else ""
-        raise TooManyRedirects(
-            url, f"more than {self.policy.max_redirects} redirects{loop}: {url}"
-        )
+        raise TooManyRedirects(url, f"more than {self.policy.max_redirects} redirects{loop}: {url}")
 
     def _result(self, url: str, response: _Response) -> Fetched:
         """Turn the final response into a ``Fetched`` or an ``HTTPStatusError``."""
@@ -219,9 +213,7 @@ class Fetcher:
             fetched_at=response.fetched_at,
         )
 
-    async def _with_retries(
-        self, url: str, kind: _Kind, headers: dict[str, str] | None
-    ) -> _Response:
+    async def _with_retries(self, url: str, kind: _Kind, headers: dict[str, str] | None) -> _Response:
         """One hop, retried on connect errors, timeouts, 429 and 5xx.
 
         The final attempt's response is returned whatever its status; the caller

@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from imgdb.errors import DecodeError, FetchError, UsageError
 from imgdb.imaging.decode import MAX_BYTES, decode
 from imgdb.imaging.model import Model
-from imgdb.errors import DecodeError, FetchError, UsageError
 from imgdb.progress import NullProgress, Progress
 from imgdb.store import NewImage, SourceRow, Store
 
@@ -66,9 +66,16 @@ class IngestSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "status": self.status, "pages": self.pages, "pages_failed": self.pages_failed,
-            "images_found": self.images_found, "downloaded": self.downloaded, "new": self.new,
-            "already_stored": self.already_stored, "failed": dict(self.failed), "seconds": round(self.seconds, 3),
+            "run_id": self.run_id,
+            "status": self.status,
+            "pages": self.pages,
+            "pages_failed": self.pages_failed,
+            "images_found": self.images_found,
+            "downloaded": self.downloaded,
+            "new": self.new,
+            "already_stored": self.already_stored,
+            "failed": dict(self.failed),
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -169,8 +176,10 @@ class Processor:
 
     def run(self, candidates: Iterable[Candidate]) -> None:
         lookahead = self.options.batch_size * 2
-        with ThreadPoolExecutor(self.options.decode_workers, thread_name_prefix="imgdb-decode") as pool, \
-                ThreadPoolExecutor(1, thread_name_prefix="imgdb-write") as self._writer:
+        with (
+            ThreadPoolExecutor(self.options.decode_workers, thread_name_prefix="imgdb-decode") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="imgdb-write") as self._writer,
+        ):
             try:
                 pending: deque[tuple[Candidate, Future[_Prepared]]] = deque()
                 for cand in candidates:
@@ -239,13 +248,30 @@ class Processor:
         elif sources:
             self._write(self.store.add_sources, sources, self.summary.run_id)
 
-    def _store_batch(self, batch: list[tuple[_Prepared, list[SourceRow]]], fresh: list[int], again: list[int],
-                     vectors: np.ndarray, sources: list[tuple[str, SourceRow]]) -> None:
+    def _store_batch(
+        self,
+        batch: list[tuple[_Prepared, list[SourceRow]]],
+        fresh: list[int],
+        again: list[int],
+        vectors: np.ndarray,
+        sources: list[tuple[str, SourceRow]],
+    ) -> None:
         """Writer thread: blobs, vectors and rows of one embedded batch (Store orders them)."""
         self.store.add_images(
-            [NewImage(batch[i][0].id, batch[i][0].data, batch[i][0].width, batch[i][0].height,  # type: ignore[arg-type]
-                      batch[i][0].format, batch[i][1]) for i in fresh],
-            self.spec.key, vectors[fresh], self.summary.run_id,
+            [
+                NewImage(
+                    batch[i][0].id,
+                    batch[i][0].data,
+                    batch[i][0].width,
+                    batch[i][0].height,  # type: ignore[arg-type]
+                    batch[i][0].format,
+                    batch[i][1],
+                )
+                for i in fresh
+            ],
+            self.spec.key,
+            vectors[fresh],
+            self.summary.run_id,
         )
         self.store.add_vectors(self.spec.key, [batch[i][0].id for i in again], vectors[again])
         if sources:
@@ -317,7 +343,12 @@ def _walk(paths: Sequence[Path], skip: Path) -> Iterator[Path]:
 
 
 def _ingest_urls(
-    store: Store, urls: Sequence[str], processor: Processor, summary: IngestSummary, progress: Progress, options: IngestOptions
+    store: Store,
+    urls: Sequence[str],
+    processor: Processor,
+    summary: IngestSummary,
+    progress: Progress,
+    options: IngestOptions,
 ) -> None:
     """Run the async crawl; the processor consumes its downloads in a thread of its own."""
     handoff: queue.Queue[Candidate | None] = queue.Queue(maxsize=options.batch_size * 4)
@@ -346,8 +377,14 @@ def _ingest_urls(
 
 
 class _Crawler:
-    def __init__(self, store: Store, handoff: queue.Queue[Candidate | None], summary: IngestSummary,
-                 progress: Progress, options: IngestOptions):
+    def __init__(
+        self,
+        store: Store,
+        handoff: queue.Queue[Candidate | None],
+        summary: IngestSummary,
+        progress: Progress,
+        options: IngestOptions,
+    ):
         self.store = store
         self.handoff = handoff
         self.summary = summary
@@ -360,7 +397,7 @@ class _Crawler:
         self.start_errors: list[FetchError] = []
 
     async def run(self, urls: Sequence[str]) -> None:
-        from imgdb.acquire.fetch import FetchPolicy, Fetcher
+        from imgdb.acquire.fetch import Fetcher, FetchPolicy
 
         policy = self.options.fetch_policy or FetchPolicy()
         policy.respect_robots = self.options.respect_robots
@@ -429,17 +466,25 @@ class _Crawler:
         elif fetched.content_type and fetched.content_type.startswith("image/"):
             # The URL is an image itself: ingest it directly.
             self._queue_download(ImageLink(url=fetched.final_url, page_url=""), fetched)
-            self.store.record_page(url, run_id=self.summary.run_id, status=fetched.status, final_url=fetched.final_url, images_found=1)
+            self.store.record_page(
+                url, run_id=self.summary.run_id, status=fetched.status, final_url=fetched.final_url, images_found=1
+            )
             return None
         else:
             parsed = parse_page(fetched.content, fetched.final_url)
         self.store.record_page(
-            url, run_id=self.summary.run_id, status=fetched.status, final_url=fetched.final_url,
-            images_found=len(parsed.images), etag=fetched.headers.get("etag"),
+            url,
+            run_id=self.summary.run_id,
+            status=fetched.status,
+            final_url=fetched.final_url,
+            images_found=len(parsed.images),
+            etag=fetched.headers.get("etag"),
             last_modified=fetched.headers.get("last-modified"),
             parsed={
-                "url": parsed.url, "images": [vars(i) for i in parsed.images],
-                "next_pages": list(parsed.next_pages), "links": list(parsed.links),
+                "url": parsed.url,
+                "images": [vars(i) for i in parsed.images],
+                "next_pages": list(parsed.next_pages),
+                "links": list(parsed.links),
             },
         )
         for link in parsed.images:

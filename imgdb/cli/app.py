@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,15 +23,21 @@ app = typer.Typer(
 )
 
 Db = Annotated[
-    Optional[Path],
-    typer.Option("--db", envvar="IMGDB_DB", show_default=False,
-                 help="Store directory [default: $IMGDB_DB or ~/.local/share/imgdb]."),
+    Path | None,
+    typer.Option(
+        "--db",
+        envvar="IMGDB_DB",
+        show_default=False,
+        help="Store directory [default: $IMGDB_DB or ~/.local/share/imgdb].",
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Csv = Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")]
 Model = Annotated[
-    Optional[Path],
-    typer.Option("--model", help="An ONNX model with its JSON spec beside it [default: the bundled EfficientNet-Lite0]."),
+    Path | None,
+    typer.Option(
+        "--model", help="An ONNX model with its JSON spec beside it [default: the bundled EfficientNet-Lite0]."
+    ),
 ]
 
 
@@ -54,13 +60,19 @@ def _errors() -> Iterator[None]:
 
 @app.command()
 def ingest(
-    targets: Annotated[list[str], typer.Argument(help="Listing-page URLs, folders or image files.", show_default=False)],
+    targets: Annotated[
+        list[str], typer.Argument(help="Listing-page URLs, folders or image files.", show_default=False)
+    ],
     db: Db = None,
     pages: Annotated[int, typer.Option(min=1, help="Listing pages to follow through pagination.")] = 10,
-    depth: Annotated[int, typer.Option(min=0, max=3, help="1 = also crawl the same-site pages the listings link to.")] = 0,
-    max_images: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many images.")] = None,
+    depth: Annotated[
+        int, typer.Option(min=0, max=3, help="1 = also crawl the same-site pages the listings link to.")
+    ] = 0,
+    max_images: Annotated[int | None, typer.Option(min=1, help="Stop after this many images.")] = None,
     refresh: Annotated[bool, typer.Option(help="Re-download pages and images already known.")] = False,
-    ignore_robots: Annotated[bool, typer.Option(help="Ignore robots.txt and X-Robots-Tag (only for sites you own).")] = False,
+    ignore_robots: Annotated[
+        bool, typer.Option(help="Ignore robots.txt and X-Robots-Tag (only for sites you own).")
+    ] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Downloads in flight in total.")] = 16,
     per_host: Annotated[int, typer.Option(min=1, help="Downloads in flight per host.")] = 4,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a request times out.")] = 20.0,
@@ -74,8 +86,14 @@ def ingest(
     from imgdb.cli.present import RichProgress, ingest_summary, print_json
 
     policy = FetchPolicy(max_connections=concurrency, per_host=per_host, timeout=timeout)
-    options = IngestOptions(pages=pages, depth=depth, max_images=max_images, refresh=refresh,
-                            respect_robots=not ignore_robots, fetch_policy=policy)
+    options = IngestOptions(
+        pages=pages,
+        depth=depth,
+        max_images=max_images,
+        refresh=refresh,
+        respect_robots=not ignore_robots,
+        fetch_policy=policy,
+    )
     with _errors(), RichProgress(enabled=not json) as progress, imgdb.open(db, "w", model=model) as images:
         summary = images.ingest(targets, options=options, progress=progress)
     print_json(summary.as_dict()) if json else ingest_summary(summary)
@@ -97,7 +115,10 @@ def similar(
     query: Annotated[str, typer.Argument(help="An image file, an image URL, or a stored image id (or its prefix).")],
     db: Db = None,
     limit: Annotated[int, typer.Option("-k", "--limit", min=1, help="How many neighbours.")] = 10,
-    where: Annotated[Optional[str], typer.Option(help="SQL filter over image and source columns, e.g. \"width >= 500 AND site = 'shop.example'\".")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(help="SQL filter over image and source columns, e.g. \"width >= 500 AND site = 'shop.example'\"."),
+    ] = None,
     add: Annotated[bool, typer.Option(help="Also store the query image.")] = False,
     model: Model = None,
     json: Json = False,
@@ -117,10 +138,11 @@ def similar(
         rows(list(data[0]) if data else [], [tuple(d.values()) for d in data], fmt=fmt)
 
 
-clusters_app = typer.Typer(help="Cluster the collection (PCA + KMeans or agglomerative), show and export clusters.",
-                           no_args_is_help=True)
+clusters_app = typer.Typer(
+    help="Cluster the collection (PCA + KMeans or agglomerative), show and export clusters.", no_args_is_help=True
+)
 app.add_typer(clusters_app, name="clusters")
-Run = Annotated[Optional[int], typer.Argument(help="Clustering run id [default: the latest].", show_default=False)]
+Run = Annotated[int | None, typer.Argument(help="Clustering run id [default: the latest].", show_default=False)]
 
 
 @clusters_app.command("fit")
@@ -130,10 +152,14 @@ def clusters_fit(
     pca: Annotated[int, typer.Option(min=0, help="PCA components before clustering; 0 = off.")] = 100,
     k: Annotated[str, typer.Option("--k", help="Number of clusters, or 'auto'.")] = "auto",
     k_range: Annotated[str, typer.Option(help="Range of k tried by --k auto, as LO..HI.")] = "2..30",
-    select: Annotated[str, typer.Option(help="How --k auto picks: peak (imgdb), silhouette (recipe B), elbow (recipe A).")] = "peak",
+    select: Annotated[
+        str, typer.Option(help="How --k auto picks: peak (imgdb), silhouette (recipe B), elbow (recipe A).")
+    ] = "peak",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same clusters.")] = 0,
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for the PNG plots [default: <store>/plots/run-N].")] = None,
-    compare: Annotated[bool, typer.Option("--compare", help="Run recipe B's grid (methods x k) and print silhouettes instead.")] = False,
+    plots: Annotated[Path | None, typer.Option(help="Folder for the PNG plots [default: <store>/plots/run-N].")] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Run recipe B's grid (methods x k) and print silhouettes instead.")
+    ] = False,
     json: Json = False,
 ) -> None:
     """Cluster every image and save the run (parameters, scores per k, assignments) in the store."""
@@ -150,9 +176,19 @@ def clusters_fit(
         run = images.cluster(method=method, pca=pca, k=_k_value(k), k_range=lo_hi, select=select, seed=seed)
         paths = images.plot_clusters(run, plots)
     if json:
-        print_json({"run_id": run.run_id, "k": run.k, "select": run.select_rule, "choices": run.choices,
-                    "silhouette": run.silhouette, "sizes": run.sizes, "scores": run.scores_json(),
-                    "plots": [str(p) for p in paths], "warnings": run.warnings})
+        print_json(
+            {
+                "run_id": run.run_id,
+                "k": run.k,
+                "select": run.select_rule,
+                "choices": run.choices,
+                "silhouette": run.silhouette,
+                "sizes": run.sizes,
+                "scores": run.scores_json(),
+                "plots": [str(p) for p in paths],
+                "warnings": run.warnings,
+            }
+        )
     else:
         cluster_fit(run, paths)
 
@@ -165,7 +201,9 @@ def clusters_show(run: Run = None, db: Db = None, json: Json = False) -> None:
 
     with _errors(), imgdb.open(db) as images:
         run_id, clusters = images.clusters(run)
-    print_json({"run_id": run_id, "clusters": [_asdict(c) for c in clusters]}) if json else cluster_show(run_id, clusters)
+    print_json({"run_id": run_id, "clusters": [_asdict(c) for c in clusters]}) if json else cluster_show(
+        run_id, clusters
+    )
 
 
 @clusters_app.command("export")
@@ -207,14 +245,28 @@ app.add_typer(dupes_app, name="dupes")
 def dupes(
     ctx: typer.Context,
     db: Db = None,
-    method: Annotated[Optional[list[str]], typer.Option(
-        help="Stage to run, repeatable: exact, pixels, phash, dhash, embedding [default: all but dhash].")] = None,
-    phash_distance: Annotated[Optional[int], typer.Option(
-        min=0, max=32, show_default=False, help="Most differing pHash bits for a pair [default: 6, calibrated].")] = None,
-    cosine: Annotated[Optional[float], typer.Option(
-        min=0.0, max=1.0, show_default=False, help="Least embedding cosine for a pair [default: 0.94, calibrated].")] = None,
-    keep: Annotated[str, typer.Option(help="Which member to mark as kept: largest, smallest, earliest, latest.")] = "largest",
-    html: Annotated[Optional[Path], typer.Option(help="Also write a browsable gallery of the groups to this folder.")] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="Stage to run, repeatable: exact, pixels, phash, dhash, embedding [default: all but dhash]."),
+    ] = None,
+    phash_distance: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=32, show_default=False, help="Most differing pHash bits for a pair [default: 6, calibrated]."
+        ),
+    ] = None,
+    cosine: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, show_default=False, help="Least embedding cosine for a pair [default: 0.94, calibrated]."
+        ),
+    ] = None,
+    keep: Annotated[
+        str, typer.Option(help="Which member to mark as kept: largest, smallest, earliest, latest.")
+    ] = "largest",
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a browsable gallery of the groups to this folder.")
+    ] = None,
     json: Json = False,
     csv: Csv = False,
 ) -> None:
@@ -227,9 +279,12 @@ def dupes(
 
     fmt = _fmt(json, csv)
     with _errors(), imgdb.open(db, "w") as images:
-        result = images.dupes(methods=method or DEFAULT_METHODS, keep=keep,
-                              phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
-                              cosine_min=COSINE_MIN if cosine is None else cosine)
+        result = images.dupes(
+            methods=method or DEFAULT_METHODS,
+            keep=keep,
+            phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
+            cosine_min=COSINE_MIN if cosine is None else cosine,
+        )
         if html is not None:
             images.dupes_gallery(result, html)
     if fmt == "json":
@@ -285,7 +340,9 @@ def _fmt(json: bool, csv: bool) -> str:
 
 @app.command()
 def demo(
-    db: Annotated[Path, typer.Option("--db", help="Where to build the demo store (recreated each run).")] = Path("imgdb-demo"),
+    db: Annotated[Path, typer.Option("--db", help="Where to build the demo store (recreated each run).")] = Path(
+        "imgdb-demo"
+    ),
 ) -> None:
     """Serve a small generated shop on 127.0.0.1 and ingest it (no internet needed)."""
     from imgdb import demo as shop
@@ -296,4 +353,3 @@ def demo(
     console.print(f"Crawled the demo shop at {url} with --depth 1 into [bold]{db}[/]")
     ingest_summary(summary)
     store_info(data)
-

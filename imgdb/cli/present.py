@@ -28,8 +28,13 @@ class RichProgress:
 
     def __init__(self, enabled: bool = True):
         self.progress = Progress(
-            TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True, disable=not enabled,
+            TextColumn("{task.description:<7}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not enabled,
         )
         self._tasks: dict[str, Any] = {}
 
@@ -84,7 +89,9 @@ def store_info(info: dict[str, Any]) -> None:
     table.add_row("failures", str(info["failures"]))
     table.add_row("sites", ", ".join(f"{s['site']} ({s['images']})" for s in info["sites"][:10]) or "-")
     table.add_row("formats", ", ".join(f"{k} ({v})" for k, v in info["formats"].items()) or "-")
-    table.add_row("models", ", ".join(f"{m['key']} ({m['vectors']} vectors, {m['dim']}-d)" for m in info["models"]) or "-")
+    table.add_row(
+        "models", ", ".join(f"{m['key']} ({m['vectors']} vectors, {m['dim']}-d)" for m in info["models"]) or "-"
+    )
     table.add_row("image bytes", _size(info["image_bytes"]))
     table.add_row("size on disk", _size(info["disk_bytes"]))
     console.print(table)
@@ -120,8 +127,14 @@ def rows(columns: list[str], data: list[tuple[Any, ...]], *, fmt: str = "table",
 
 def similar_table(matches: list[Any], title: str) -> None:
     table = Table(title=title)
-    for name, justify in (("rank", "right"), ("similarity", "right"), ("id", "left"), ("source", "left"),
-                          ("size", "right"), ("format", "left")):
+    for name, justify in (
+        ("rank", "right"),
+        ("similarity", "right"),
+        ("id", "left"),
+        ("source", "left"),
+        ("size", "right"),
+        ("format", "left"),
+    ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for m in matches:
         table.add_row(str(m.rank), f"{m.similarity:.3f}", m.id[:12], m.source or "", f"{m.width}x{m.height}", m.format)
@@ -151,14 +164,28 @@ def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
     for g in result.groups:
         for m in g.members:
             for source in m.sources or [""]:
-                data.append((g.group_id, g.stage, g.best_score, m.image_id == g.keep_id, m.image_id, m.stage,
-                             m.score, m.width, m.height, source))
+                data.append(
+                    (
+                        g.group_id,
+                        g.stage,
+                        g.best_score,
+                        m.image_id == g.keep_id,
+                        m.image_id,
+                        m.stage,
+                        m.score,
+                        m.width,
+                        m.height,
+                        source,
+                    )
+                )
     return columns, data
 
 
 def cluster_fit(run: Any, plots: list[Any]) -> None:
     """The k sweep, the chosen k and why, and where the plots went."""
-    table = Table(title=f"clustering run {run.run_id}: {run.method}, PCA {run.pca or 'off'}, k = {run.k} ({run.select_rule})")
+    table = Table(
+        title=f"clustering run {run.run_id}: {run.method}, PCA {run.pca or 'off'}, k = {run.k} ({run.select_rule})"
+    )
     for name in ("k", "distortion", "silhouette", "picked by"):
         table.add_column(name, justify="right" if name != "picked by" else "left")
     by_k: dict[int, list[str]] = {}
@@ -170,8 +197,10 @@ def cluster_fit(run: Any, plots: list[Any]) -> None:
     if run.scores:
         console.print(table)
     sizes = run.sizes
-    console.print(f"run {run.run_id}: {len(run.ids)} images in {run.k} clusters (largest {max(sizes)}, smallest {min(sizes)})"
-                  + (f", silhouette {run.silhouette:.3f}" if run.silhouette is not None else ""))
+    console.print(
+        f"run {run.run_id}: {len(run.ids)} images in {run.k} clusters (largest {max(sizes)}, smallest {min(sizes)})"
+        + (f", silhouette {run.silhouette:.3f}" if run.silhouette is not None else "")
+    )
     for warning in run.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
     for path in plots:
@@ -196,14 +225,22 @@ def cluster_compare(result: Any) -> None:
             values.append(text)
         table.add_row(str(k), *values)
     console.print(table)
-    console.print(f"winner (best silhouette): {result.winner.method}, k = {result.winner.k}; "
-                  + "imgdb's peak rule: " + ", ".join(f"{m} k = {k}" for m, k in sorted(result.peak.items())))
+    console.print(
+        f"winner (best silhouette): {result.winner.method}, k = {result.winner.k}; "
+        + "imgdb's peak rule: "
+        + ", ".join(f"{m} k = {k}" for m, k in sorted(result.peak.items()))
+    )
 
 
 def cluster_show(run_id: int, clusters: list[Any]) -> None:
     table = Table(title=f"clusters of run {run_id}")
-    for name, justify in (("cluster", "right"), ("size", "right"), ("medoid", "left"), ("medoid source", "left"),
-                          ("top sites", "left")):
+    for name, justify in (
+        ("cluster", "right"),
+        ("size", "right"),
+        ("medoid", "left"),
+        ("medoid source", "left"),
+        ("top sites", "left"),
+    ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for c in clusters:
         sites = ", ".join(f"{s} ({n})" for s, n in c.top_sites)

@@ -40,7 +40,6 @@ Everything is deterministic for a given ``seed``: vectors are sorted by id befor
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -62,7 +61,6 @@ DEFAULT_SILHOUETTE_SAMPLE = 3_000  # measured: same score as on 10k rows in a te
 AGGLOMERATIVE_MAX = 10_000  # ward needs N^2/2 doubles: 10k = 0.4 GB, 100k would be 40+ GB
 PEAK_TOL = 0.1
 MAP_POINTS = 5_000  # points drawn on the 2-D map
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,7 +184,7 @@ def choose_k_elbow(ks: Sequence[int], distortions: Sequence[float]) -> int:
 
 def peak_window(n: int) -> int:
     """Smoothing window for a curve of ``n`` ks: about a tenth of them, odd, at least 3."""
-    w = max(3, int(round(n / 10)))
+    w = max(3, round(n / 10))
     return w if w % 2 else w + 1
 
 
@@ -195,7 +193,7 @@ def smooth_curve(values: np.ndarray, window: int) -> np.ndarray:
     half = window // 2
     out = np.full(len(values), -np.inf)
     for i in range(len(values)):
-        seg = values[max(0, i - half): i + half + 1]
+        seg = values[max(0, i - half) : i + half + 1]
         seg = seg[np.isfinite(seg)]
         if len(seg):
             out[i] = float(seg.mean())
@@ -203,7 +201,10 @@ def smooth_curve(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def silhouette_peaks(
-    ks: Sequence[int], silhouettes: Sequence[float | None], tol: float = PEAK_TOL, window: int | None = None,
+    ks: Sequence[int],
+    silhouettes: Sequence[float | None],
+    tol: float = PEAK_TOL,
+    window: int | None = None,
 ) -> list[int]:
     """The peaks of the silhouette curve at or above the floor, each as its best raw k.
 
@@ -234,7 +235,10 @@ def silhouette_peaks(
 
 
 def choose_k_peak(
-    ks: Sequence[int], silhouettes: Sequence[float | None], tol: float = PEAK_TOL, window: int | None = None,
+    ks: Sequence[int],
+    silhouettes: Sequence[float | None],
+    tol: float = PEAK_TOL,
+    window: int | None = None,
 ) -> int:
     """imgdb's rule: the largest k among ``silhouette_peaks``; with none, the plain argmax."""
     peaks = silhouette_peaks(ks, silhouettes, tol, window)
@@ -242,8 +246,12 @@ def choose_k_peak(
 
 
 def choose_k(
-    ks: Sequence[int], distortions: Sequence[float], silhouettes: Sequence[float | None],
-    rule: str = "peak", *, tol: float = PEAK_TOL,
+    ks: Sequence[int],
+    distortions: Sequence[float],
+    silhouettes: Sequence[float | None],
+    rule: str = "peak",
+    *,
+    tol: float = PEAK_TOL,
 ) -> int:
     """Dispatch to the rule named ``rule`` (one of ``RULES``)."""
     if rule == "peak":
@@ -308,8 +316,14 @@ def _subset(rng: np.random.Generator, rows: np.ndarray, size: int) -> np.ndarray
 
 
 def _prepare(
-    ids: list[str], vectors: np.ndarray, *, pca: int, sample: int, silhouette_sample: int,
-    agglomerative_max: int, seed: int,
+    ids: list[str],
+    vectors: np.ndarray,
+    *,
+    pca: int,
+    sample: int,
+    silhouette_sample: int,
+    agglomerative_max: int,
+    seed: int,
 ) -> _Space:
     from sklearn.decomposition import PCA
 
@@ -326,8 +340,17 @@ def _prepare(
         model = PCA(n_components=n_comp, random_state=seed).fit(vectors[fit_rows])
         z = model.transform(vectors).astype(np.float32)
         used, explained = n_comp, float(model.explained_variance_ratio_.sum())
-    return _Space(ids, vectors, np.ascontiguousarray(z, dtype=np.float32), fit_rows, agg_rows, sil_rows,
-                  used, explained, time.perf_counter() - t0)
+    return _Space(
+        ids,
+        vectors,
+        np.ascontiguousarray(z, dtype=np.float32),
+        fit_rows,
+        agg_rows,
+        sil_rows,
+        used,
+        explained,
+        time.perf_counter() - t0,
+    )
 
 
 def _wcss(z: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, np.ndarray]:
@@ -374,8 +397,10 @@ class _Sweep:
 
     def run(self, ks: Sequence[int]) -> list[KScore]:
         if max(ks) >= len(self.rows):
-            raise UsageError(f"k = {max(ks)} needs more than the {len(self.rows)} images {self.method} is fitted on "
-                             "(raise the sample size or lower k)")
+            raise UsageError(
+                f"k = {max(ks)} needs more than the {len(self.rows)} images {self.method} is fitted on "
+                "(raise the sample size or lower k)"
+            )
         fitted = self._fit_tree(ks) if self.method == "agglomerative" else {k: self._fit_kmeans(k) for k in ks}
         scores = []
         for k in ks:
@@ -437,8 +462,8 @@ def _nearest(z: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> np.ndarr
     out = np.empty(len(z), dtype=np.int64)
     c2 = (centers.astype(np.float64) ** 2).sum(1)
     for start in range(0, len(z), chunk):
-        block = z[start:start + chunk].astype(np.float64)
-        out[start:start + chunk] = np.argmin(c2[None, :] - 2 * block @ centers.T.astype(np.float64), axis=1)
+        block = z[start : start + chunk].astype(np.float64)
+        out[start : start + chunk] = np.argmin(c2[None, :] - 2 * block @ centers.T.astype(np.float64), axis=1)
     return out
 
 
@@ -480,7 +505,10 @@ def _map_axes(centroids: np.ndarray, sample: np.ndarray) -> np.ndarray:
 
 
 def _map_points(
-    vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, seed: int,
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """At most MAP_POINTS seeded points, projected on ``_map_axes``, with their clusters."""
     rng = np.random.default_rng(seed + 2)
@@ -578,8 +606,15 @@ def fit(
         ks = [k_fixed]
 
     with _threads(threads):
-        space = _prepare(ids, vectors, pca=pca, sample=sample, silhouette_sample=silhouette_sample,
-                         agglomerative_max=agglomerative_max, seed=seed)
+        space = _prepare(
+            ids,
+            vectors,
+            pca=pca,
+            sample=sample,
+            silhouette_sample=silhouette_sample,
+            agglomerative_max=agglomerative_max,
+            seed=seed,
+        )
         sweep = _Sweep(space, method, seed, linkage, n_init)
         t0 = time.perf_counter()
         scores = sweep.run(ks)
@@ -601,23 +636,48 @@ def fit(
     if k_final < chosen:
         warnings.append(f"{chosen - k_final} of the {chosen} clusters came out empty: the run has k = {k_final}")
     if len(ks) > 1 and chosen == ks[-1] and chosen < n - 1:
-        warnings.append(f"k = {chosen} is the top of the range {ks[0]}..{ks[-1]}: "
-                        "the scores may keep improving beyond it (try a larger k range)")
+        warnings.append(
+            f"k = {chosen} is the top of the range {ks[0]}..{ks[-1]}: "
+            "the scores may keep improving beyond it (try a larger k range)"
+        )
     params = {
         "k_range": [ks[0], ks[-1]] if k == "auto" else None,
-        "sample": len(space.fit_rows), "fit_rows": len(sweep.rows), "silhouette_sample": len(space.sil_rows),
+        "sample": len(space.fit_rows),
+        "fit_rows": len(sweep.rows),
+        "silhouette_sample": len(space.sil_rows),
         "n_init": n_init if method != "agglomerative" else None,
         "linkage": linkage if method == "agglomerative" else None,
-        "peak_tol": peak_tol, "choices": choices, "pca_requested": pca,
+        "peak_tol": peak_tol,
+        "choices": choices,
+        "pca_requested": pca,
         "pca_explained_variance": space.explained,
-        "seconds": {"load": round(loaded, 3), "pca": round(space.seconds, 3), "sweep": round(t_sweep, 3),
-                    "final": round(t_final, 3)},
+        "seconds": {
+            "load": round(loaded, 3),
+            "pca": round(space.seconds, 3),
+            "sweep": round(t_sweep, 3),
+            "final": round(t_final, 3),
+        },
     }
     run = ClusterRun(
-        run_id=None, model=model_key, method=method, pca=space.pca, k=k_final,
-        select_rule=select if k == "auto" else "fixed", seed=seed, ids=ids, labels=labels, distances=distances,
-        scores=scores, choices=choices, params=params, silhouette=at.silhouette, distortion=at.distortion,
-        medoids=medoids, map_xy=map_xy, map_labels=map_labels, warnings=warnings,
+        run_id=None,
+        model=model_key,
+        method=method,
+        pca=space.pca,
+        k=k_final,
+        select_rule=select if k == "auto" else "fixed",
+        seed=seed,
+        ids=ids,
+        labels=labels,
+        distances=distances,
+        scores=scores,
+        choices=choices,
+        params=params,
+        silhouette=at.silhouette,
+        distortion=at.distortion,
+        medoids=medoids,
+        map_xy=map_xy,
+        map_labels=map_labels,
+        warnings=warnings,
     )
     if save:
         t0 = time.perf_counter()
@@ -669,8 +729,15 @@ def compare(
     rows: list[CompareRow] = []
     peak: dict[str, int] = {}
     with _threads(threads):
-        space = _prepare(ids, vectors, pca=pca, sample=sample, silhouette_sample=silhouette_sample,
-                         agglomerative_max=agglomerative_max, seed=seed)
+        space = _prepare(
+            ids,
+            vectors,
+            pca=pca,
+            sample=sample,
+            silhouette_sample=silhouette_sample,
+            agglomerative_max=agglomerative_max,
+            seed=seed,
+        )
         for m in methods:
             scores = _Sweep(space, m, seed, linkage, n_init).run(ks)
             rows += [CompareRow(m, s.k, s.silhouette, s.distortion) for s in scores]
@@ -678,9 +745,15 @@ def compare(
     scored = [r for r in rows if r.silhouette is not None]
     # Best score; ties go to the earlier method and the smaller k (rows are in that order).
     winner = max(scored, key=lambda r: r.silhouette) if scored else rows[0]  # type: ignore[arg-type, return-value]
-    params = {"model": model_key, "pca": space.pca, "k_range": [ks[0], ks[-1]], "seed": seed,
-              "sample": len(space.fit_rows), "silhouette_sample": len(space.sil_rows),
-              "seconds": round(time.perf_counter() - started, 3)}
+    params = {
+        "model": model_key,
+        "pca": space.pca,
+        "k_range": [ks[0], ks[-1]],
+        "seed": seed,
+        "sample": len(space.fit_rows),
+        "silhouette_sample": len(space.sil_rows),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     return CompareResult(rows, winner, peak, params)
 
 
@@ -694,8 +767,20 @@ def _save(store: Store, run: ClusterRun, centroids: np.ndarray) -> int:
             """INSERT INTO cluster_runs (created_at, model, method, pca, k, select_rule, seed, n_images,
                                          params, scores, silhouette, distortion)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-            [utcnow(), run.model, run.method, run.pca, run.k, run.select_rule, run.seed, len(run.ids),
-             json.dumps(run.params), json.dumps(run.scores_json()), run.silhouette, run.distortion],
+            [
+                utcnow(),
+                run.model,
+                run.method,
+                run.pca,
+                run.k,
+                run.select_rule,
+                run.seed,
+                len(run.ids),
+                json.dumps(run.params),
+                json.dumps(run.scores_json()),
+                run.silhouette,
+                run.distortion,
+            ],
         )[0]
         # One statement with list parameters: 100k rows in well under a second.
         store.query(
@@ -738,7 +823,8 @@ def load_run(store: Store, run_id: int | None = None, *, with_map: bool = True) 
     run_id = resolve_run(store, run_id)
     (model, method, pca, k, rule, seed, params, scores, sil, dist) = store.query(
         "SELECT model, method, pca, k, select_rule, seed, params, scores, silhouette, distortion "
-        "FROM cluster_runs WHERE id = ?", [run_id]
+        "FROM cluster_runs WHERE id = ?",
+        [run_id],
     )[0]
     params = json.loads(params) if isinstance(params, str) else dict(params or {})
     raw_scores = json.loads(scores) if isinstance(scores, str) else list(scores or [])
@@ -750,11 +836,22 @@ def load_run(store: Store, run_id: int | None = None, *, with_map: bool = True) 
     distances = np.asarray([m[2] for m in members], dtype=np.float64)
     info = store.query("SELECT cluster, medoid, centroid FROM cluster_info WHERE run_id = ? ORDER BY cluster", [run_id])
     run = ClusterRun(
-        run_id=run_id, model=model, method=method, pca=int(pca), k=int(k), select_rule=rule, seed=int(seed),
-        ids=ids, labels=labels, distances=distances,
+        run_id=run_id,
+        model=model,
+        method=method,
+        pca=int(pca),
+        k=int(k),
+        select_rule=rule,
+        seed=int(seed),
+        ids=ids,
+        labels=labels,
+        distances=distances,
         scores=[KScore(int(s["k"]), float(s["distortion"]), s.get("silhouette")) for s in raw_scores],
-        choices={str(a): int(b) for a, b in (params.get("choices") or {}).items()}, params=params,
-        silhouette=sil, distortion=dist, medoids=[r[1] for r in info],
+        choices={str(a): int(b) for a, b in (params.get("choices") or {}).items()},
+        params=params,
+        silhouette=sil,
+        distortion=dist,
+        medoids=[r[1] for r in info],
     )
     if with_map and ids:
         all_ids, all_vecs = load_vectors(store, model)
@@ -839,8 +936,16 @@ def _plot_distortion(run: ClusterRun, path: Path) -> Path:
     by_k = {s.k: s for s in run.scores}
     elbow = run.choices.get("elbow")
     if elbow in by_k:
-        ax.plot([elbow], [by_k[elbow].distortion], "s", ms=10, mfc="none", mec="#d62728", mew=2,
-                label=f"elbow (Kneedle): k = {elbow}")
+        ax.plot(
+            [elbow],
+            [by_k[elbow].distortion],
+            "s",
+            ms=10,
+            mfc="none",
+            mec="#d62728",
+            mew=2,
+            label=f"elbow (Kneedle): k = {elbow}",
+        )
     return _finish_k_plot(fig, ax, run, "distortion", path)
 
 
@@ -892,14 +997,23 @@ def _plot_map(run: ClusterRun, path: Path) -> Path:
     fig, ax = _figure(7.5, 6.5)
     colours = _colours(run.k)
     xy, lab = run.map_xy, run.map_labels
-    ax.scatter(xy[:, 0], xy[:, 1], c=[colours[int(c)] for c in lab], s=6 if len(xy) < 2000 else 3,
-               alpha=0.7, linewidths=0)
+    ax.scatter(
+        xy[:, 0], xy[:, 1], c=[colours[int(c)] for c in lab], s=6 if len(xy) < 2000 else 3, alpha=0.7, linewidths=0
+    )
     for c in range(run.k):
         pts = xy[lab == c]
         if len(pts):
             cx, cy = np.median(pts, axis=0)
-            ax.text(cx, cy, str(c), fontsize=8, weight="bold", ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colours[c], "alpha": 0.8})
+            ax.text(
+                cx,
+                cy,
+                str(c),
+                fontsize=8,
+                weight="bold",
+                ha="center",
+                va="center",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colours[c], "alpha": 0.8},
+            )
     shown = f"{len(xy)} of {len(run.ids)} images" if len(xy) < len(run.ids) else f"{len(xy)} images"
     ax.set_title(f"{_title(run)}\nk = {run.k}; {shown}, on the two main axes of the cluster means", fontsize=9)
     ax.set_xticks([])

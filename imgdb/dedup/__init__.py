@@ -97,7 +97,6 @@ KEEP_POLICIES = ("largest", "smallest", "earliest", "latest")
 HASHER = "imagehash4-phash8-dhash8+rgb-sha256-v1"
 
 
-
 # ---------------------------------------------------------------------------------------
 # results
 
@@ -159,8 +158,6 @@ class DupeResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # schema and small store helpers
 
@@ -188,7 +185,9 @@ def reject(store: Store, a: str, b: str) -> tuple[str, str]:
     if ia == ib:
         raise UsageError("an image cannot be rejected as a duplicate of itself")
     lo, hi = min(ia, ib), max(ia, ib)
-    store.query("INSERT INTO dupe_rejects (a, b, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [lo, hi, utcnow()])
+    store.query(
+        "INSERT INTO dupe_rejects (a, b, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [lo, hi, utcnow()]
+    )
     return lo, hi
 
 
@@ -217,8 +216,9 @@ def hash_image(image: Any) -> ImageHashes:
     digest = hashlib.sha256(f"{w}x{h}:RGB:".encode())
     digest.update(rgb.tobytes())
     gray = rgb.convert("L")  # both hashes start from luminance; convert once
-    return ImageHashes(_bits_to_int(imagehash.phash(gray).hash), _bits_to_int(imagehash.dhash(gray).hash),
-                       digest.hexdigest())
+    return ImageHashes(
+        _bits_to_int(imagehash.phash(gray).hash), _bits_to_int(imagehash.dhash(gray).hash), digest.hexdigest()
+    )
 
 
 def hash_bytes(data: bytes) -> ImageHashes:
@@ -258,7 +258,7 @@ def compute_hashes(
     chunk = 256
     with ThreadPoolExecutor(workers, thread_name_prefix="imgdb-hash") as pool:
         for start in range(0, len(missing), chunk):
-            part = missing[start:start + chunk]
+            part = missing[start : start + chunk]
             results = list(pool.map(lambda i: _hash_stored(store, i), part))
             cached.update(zip(part, results))
             # A missing blob may come back (restored backup): only decode outcomes are cached.
@@ -283,8 +283,15 @@ def _save_hashes(store: Store, ids: list[str], hashes: list[ImageHashes]) -> Non
         "INSERT OR REPLACE INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) "
         "SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), unnest(?::VARCHAR[]), ?, "
         "unnest(?::VARCHAR[]), ?",
-        [ids, [h.phash for h in hashes], [h.dhash for h in hashes], [h.pixel_sha256 for h in hashes], HASHER,
-         [h.error for h in hashes], now],
+        [
+            ids,
+            [h.phash for h in hashes],
+            [h.dhash for h in hashes],
+            [h.pixel_sha256 for h in hashes],
+            HASHER,
+            [h.error for h in hashes],
+            now,
+        ],
     )
 
 
@@ -300,7 +307,9 @@ def _popcount64(x: np.ndarray) -> np.ndarray:
     return table[x.view(np.uint8).reshape(-1, 8)].sum(axis=1, dtype=np.int16)
 
 
-def _run_pairs(order: np.ndarray, starts: np.ndarray, counts: np.ndarray, max_pairs: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+def _run_pairs(
+    order: np.ndarray, starts: np.ndarray, counts: np.ndarray, max_pairs: int
+) -> Iterable[tuple[np.ndarray, np.ndarray]]:
     """All (order[p], order[q]), p < q, inside each run [start, start + count), in bounded chunks."""
     keep = counts >= 2
     starts, counts = starts[keep], counts[keep]
@@ -353,7 +362,9 @@ def _bands(max_distance: int, bits: int = 64) -> list[tuple[int, int]]:
     return out
 
 
-def hash_pairs(hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hash_pairs(
+    hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i < j) of 64-bit hashes within ``max_distance`` bits, and their distances.
 
     Identical hash values are collapsed first (so a thousand blank images cost one
@@ -416,8 +427,9 @@ def hash_pairs(hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 2
     return np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), dist.astype(np.int16)
 
 
-def _expand(img_order: np.ndarray, cstart: np.ndarray, ccount: np.ndarray, u: np.ndarray, v: np.ndarray,
-            d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _expand(
+    img_order: np.ndarray, cstart: np.ndarray, ccount: np.ndarray, u: np.ndarray, v: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every image pair (x in class u, y in class v) for each value pair (u, v)."""
     if not len(u):
         empty = np.zeros(0, np.int64)
@@ -518,7 +530,7 @@ def embedding_pairs(
                 out_s.append(exact[ii, jj])
                 continue
             for s0 in range(0, len(ii), 1 << 16):  # re-score candidates at full dimension
-                a, b = ii[s0:s0 + (1 << 16)], jj[s0:s0 + (1 << 16)]
+                a, b = ii[s0 : s0 + (1 << 16)], jj[s0 : s0 + (1 << 16)]
                 score = np.einsum("ij,ij->i", X[a], X[b])
                 ok = score >= cosine_min
                 out_a.append(a[ok])
@@ -527,8 +539,11 @@ def embedding_pairs(
     st.update(candidates=candidates, dense_tiles=dense_tiles, reduced_dim=Z.shape[1] if Z is not X else None)
     if not out_a:
         return empty, empty, np.zeros(0, np.float32)
-    return (np.concatenate(out_a).astype(np.int64), np.concatenate(out_b).astype(np.int64),
-            np.concatenate(out_s).astype(np.float32))
+    return (
+        np.concatenate(out_a).astype(np.int64),
+        np.concatenate(out_b).astype(np.int64),
+        np.concatenate(out_s).astype(np.float32),
+    )
 
 
 def _bounding_projection(X: np.ndarray, k: int, sample: int) -> np.ndarray:
@@ -592,7 +607,12 @@ def group_without_chaining(
 
 
 def _loose_link(
-    ids: list[str], hashes: dict[str, ImageHashes] | None, vec_rows: dict[int, int], X: np.ndarray | None, i: int, j: int,
+    ids: list[str],
+    hashes: dict[str, ImageHashes] | None,
+    vec_rows: dict[int, int],
+    X: np.ndarray | None,
+    i: int,
+    j: int,
 ) -> tuple[int, float]:
     """(stage rank, score) of a member that joined through the loose test, measured to the kept one."""
     if hashes is not None:
@@ -604,7 +624,10 @@ def _loose_link(
 
 
 def _compatibility(
-    ids: list[str], hashes: dict[str, ImageHashes] | None, vec_rows: dict[int, int], X: np.ndarray | None,
+    ids: list[str],
+    hashes: dict[str, ImageHashes] | None,
+    vec_rows: dict[int, int],
+    X: np.ndarray | None,
     rejected: set[tuple[int, int]],
 ) -> Callable[[int, int], bool]:
     """The loose test for completing a group: pHash within LOOSE_PHASH or cosine >= LOOSE_COSINE."""
@@ -747,8 +770,12 @@ def find(
 
     exact_ids: list[str] = []
     if "exact" in methods:
-        exact_ids = [r[0] for r in store.query(
-            "SELECT image_id FROM sources GROUP BY image_id HAVING count(DISTINCT source) > 1 ORDER BY image_id")]
+        exact_ids = [
+            r[0]
+            for r in store.query(
+                "SELECT image_id FROM sources GROUP BY image_id HAVING count(DISTINCT source) > 1 ORDER BY image_id"
+            )
+        ]
     stats["exact_images"] = len(exact_ids)
     grouped_ids = {ids[i] for i in in_group}
     info = _image_info(store, sorted(grouped_ids | set(exact_ids)))
@@ -786,8 +813,12 @@ def find(
     stats["images"] = n
     timings["total"] = time.perf_counter() - started
     params = {
-        "methods": list(methods), "phash_max_distance": phash_max_distance, "dhash_max_distance": dhash_max_distance,
-        "cosine_min": cosine_min, "keep": keep, "model_key": model_key if "embedding" in methods else None,
+        "methods": list(methods),
+        "phash_max_distance": phash_max_distance,
+        "dhash_max_distance": dhash_max_distance,
+        "cosine_min": cosine_min,
+        "keep": keep,
+        "model_key": model_key if "embedding" in methods else None,
         "hasher": HASHER,
     }
     run_id = _save_run(store, params, stats, pairs, groups) if store.write else None
@@ -815,7 +846,8 @@ def _image_info(store: Store, ids: list[str]) -> dict[str, Member]:
     sources: dict[str, list[str]] = {}
     for image_id, source in store.query(
         "SELECT image_id, source FROM sources WHERE image_id IN (SELECT unnest(?)) "
-        "GROUP BY image_id, source ORDER BY image_id, min(fetched_at), source", [ids]
+        "GROUP BY image_id, source ORDER BY image_id, min(fetched_at), source",
+        [ids],
     ):
         sources.setdefault(image_id, []).append(source)
     out = {}
@@ -839,31 +871,51 @@ def _pick_keep(members: list[Member], policy: str) -> Member:
     return min(members, key=keys[policy])
 
 
-def _save_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]) -> int:
+def _save_run(
+    store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]
+) -> int:
     """One transaction: a Ctrl-C never leaves a half-saved run as the latest."""
     with store.transaction():
         return _insert_run(store, params, stats, pairs, groups)
 
 
-def _insert_run(store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]) -> int:
-    run_id = int(store.query(
-        "INSERT INTO dupe_runs (created_at, params, stats) VALUES (?, ?, ?) RETURNING id",
-        [utcnow(), json.dumps(params), json.dumps(stats, default=str)],
-    )[0][0])
+def _insert_run(
+    store: Store, params: dict[str, Any], stats: dict[str, Any], pairs: list[Pair], groups: list[Group]
+) -> int:
+    run_id = int(
+        store.query(
+            "INSERT INTO dupe_runs (created_at, params, stats) VALUES (?, ?, ?) RETURNING id",
+            [utcnow(), json.dumps(params), json.dumps(stats, default=str)],
+        )[0][0]
+    )
     step = 200_000  # bounded parameter lists for very large runs
     for s in range(0, len(pairs), step):
-        part = pairs[s:s + step]
+        part = pairs[s : s + step]
         store.query(
             "INSERT INTO dupe_pairs (run_id, a, b, stage, score, distance) SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
             "unnest(?::DOUBLE[]), unnest(?::INTEGER[])",
-            [run_id, [p.a for p in part], [p.b for p in part], [p.stage for p in part], [p.score for p in part],
-             [p.distance for p in part]],
+            [
+                run_id,
+                [p.a for p in part],
+                [p.b for p in part],
+                [p.stage for p in part],
+                [p.score for p in part],
+                [p.distance for p in part],
+            ],
         )
-    rows = [(g.group_id, m.image_id, m.image_id == g.keep_id,
-             g.stage if m.image_id == g.keep_id else m.stage,
-             g.best_score if m.image_id == g.keep_id else m.score) for g in groups for m in g.members]
+    rows = [
+        (
+            g.group_id,
+            m.image_id,
+            m.image_id == g.keep_id,
+            g.stage if m.image_id == g.keep_id else m.stage,
+            g.best_score if m.image_id == g.keep_id else m.score,
+        )
+        for g in groups
+        for m in g.members
+    ]
     for s in range(0, len(rows), step):
-        part = rows[s:s + step]
+        part = rows[s : s + step]
         store.query(
             "INSERT INTO dupe_groups (run_id, group_id, image_id, is_keep, stage, score) SELECT ?, unnest(?::INTEGER[]), unnest(?::VARCHAR[]), unnest(?::BOOLEAN[]), "
             "unnest(?::VARCHAR[]), unnest(?::DOUBLE[])",
@@ -880,7 +932,8 @@ def latest_groups(store: Store, run_id: int | None = None) -> list[Group]:
             return []
     rows = store.query(
         "SELECT group_id, image_id, is_keep, stage, score FROM dupe_groups WHERE run_id = ? "
-        "ORDER BY group_id, is_keep DESC, score DESC, image_id", [run_id]
+        "ORDER BY group_id, is_keep DESC, score DESC, image_id",
+        [run_id],
     )
     info = _image_info(store, sorted({r[1] for r in rows}))
     groups: dict[int, Group] = {}
@@ -892,5 +945,7 @@ def latest_groups(store: Store, run_id: int | None = None) -> list[Group]:
             m.stage, m.score = stage, float(score)
             groups[gid].members.append(m)
     for g in groups.values():
-        g.members[1:] = sorted(g.members[1:], key=lambda m: (_RANK.get(m.stage or "", 9), -(m.score or 0.0), m.image_id))
+        g.members[1:] = sorted(
+            g.members[1:], key=lambda m: (_RANK.get(m.stage or "", 9), -(m.score or 0.0), m.image_id)
+        )
     return [groups[k] for k in sorted(groups)]

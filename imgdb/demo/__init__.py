@@ -32,12 +32,13 @@ import io
 import math
 import os
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -182,15 +183,26 @@ def _backdrop(rng: np.random.Generator, size: tuple[int, int], horizon: float, k
     return img
 
 
-def _draw_object(category: str, body: ImageDraw.ImageDraw, detail: ImageDraw.ImageDraw,
-                 cx: float, by: float, s: float, colour: tuple[int, int, int], rng: np.random.Generator) -> float:
+def _draw_object(
+    category: str,
+    body: ImageDraw.ImageDraw,
+    detail: ImageDraw.ImageDraw,
+    cx: float,
+    by: float,
+    s: float,
+    colour: tuple[int, int, int],
+    rng: np.random.Generator,
+) -> float:
     """Draw the product: its silhouette on `body` (a mask), trims on `detail`; return half-width."""
     dark = _shade(colour, 0.45)
     if category == "Mugs":
         body.rounded_rectangle([cx - 0.4 * s, by - s, cx + 0.4 * s, by], radius=0.1 * s, fill=255)
-        detail.ellipse([cx + 0.28 * s, by - 0.82 * s, cx + 0.68 * s, by - 0.28 * s], outline=_shade(colour, 0.8) + (255,),
-                       width=int(0.09 * s))
-        detail.ellipse([cx - 0.4 * s, by - s - 0.07 * s, cx + 0.4 * s, by - s + 0.07 * s], fill=dark + (255,))
+        detail.ellipse(
+            [cx + 0.28 * s, by - 0.82 * s, cx + 0.68 * s, by - 0.28 * s],
+            outline=(*_shade(colour, 0.8), 255),
+            width=int(0.09 * s),
+        )
+        detail.ellipse([cx - 0.4 * s, by - s - 0.07 * s, cx + 0.4 * s, by - s + 0.07 * s], fill=(*dark, 255))
         return 0.4 * s
     if category == "Scarves":
         pts_top, pts_bot = [], []
@@ -201,22 +213,33 @@ def _draw_object(category: str, body: ImageDraw.ImageDraw, detail: ImageDraw.Ima
             pts_top.append((x, y - 0.17 * s))
             pts_bot.append((x, y + 0.17 * s))
         body.polygon(pts_top + pts_bot[::-1], fill=255)
-        for (x0, y0), (x1, y1) in ((pts_top[0], pts_bot[0]), (pts_top[-1], pts_bot[-1])):
+        for (x0, y0), (_x1, y1) in ((pts_top[0], pts_bot[0]), (pts_top[-1], pts_bot[-1])):
             sign = -1 if x0 < cx else 1
             for j in range(9):  # fringe
                 y = y0 + (y1 - y0) * j / 8
-                detail.line([(x0, y), (x0 + sign * 0.12 * s, y + 0.03 * s)], fill=dark + (255,), width=max(2, int(s * 0.015)))
+                detail.line(
+                    [(x0, y), (x0 + sign * 0.12 * s, y + 0.03 * s)], fill=(*dark, 255), width=max(2, int(s * 0.015))
+                )
         return 0.95 * s
     if category == "Lamps":
-        body.polygon([(cx - 0.25 * s, by - s), (cx + 0.25 * s, by - s), (cx + 0.45 * s, by - 0.55 * s),
-                      (cx - 0.45 * s, by - 0.55 * s)], fill=255)
+        body.polygon(
+            [
+                (cx - 0.25 * s, by - s),
+                (cx + 0.25 * s, by - s),
+                (cx + 0.45 * s, by - 0.55 * s),
+                (cx - 0.45 * s, by - 0.55 * s),
+            ],
+            fill=255,
+        )
         metal = (70, 70, 75, 255)
         detail.rectangle([cx - 0.03 * s, by - 0.55 * s, cx + 0.03 * s, by - 0.06 * s], fill=metal)
         detail.ellipse([cx - 0.25 * s, by - 0.09 * s, cx + 0.25 * s, by + 0.02 * s], fill=metal)
         return 0.45 * s
     if category == "Planters":
-        body.polygon([(cx - 0.32 * s, by - 0.48 * s), (cx + 0.32 * s, by - 0.48 * s), (cx + 0.23 * s, by),
-                      (cx - 0.23 * s, by)], fill=255)
+        body.polygon(
+            [(cx - 0.32 * s, by - 0.48 * s), (cx + 0.32 * s, by - 0.48 * s), (cx + 0.23 * s, by), (cx - 0.23 * s, by)],
+            fill=255,
+        )
         for _ in range(int(rng.integers(5, 9))):  # leaves fanning out of the pot
             a = rng.uniform(-2.4, -0.7)
             ln = rng.uniform(0.35, 0.6) * s
@@ -225,14 +248,21 @@ def _draw_object(category: str, body: ImageDraw.ImageDraw, detail: ImageDraw.Ima
             nx, ny = -math.sin(a) * 0.09 * s, math.cos(a) * 0.09 * s
             mx, my = (x0 + x1) / 2, (y0 + y1) / 2
             green = _hsv(rng.uniform(0.25, 0.38), rng.uniform(0.5, 0.8), rng.uniform(0.35, 0.7))
-            detail.polygon([(x0, y0), (mx + nx, my + ny), (x1, y1), (mx - nx, my - ny)], fill=green + (255,))
+            detail.polygon([(x0, y0), (mx + nx, my + ny), (x1, y1), (mx - nx, my - ny)], fill=(*green, 255))
         return 0.32 * s
     if category == "Bags":
-        body.polygon([(cx - 0.36 * s, by - 0.72 * s), (cx + 0.36 * s, by - 0.72 * s), (cx + 0.42 * s, by),
-                      (cx - 0.42 * s, by)], fill=255)
+        body.polygon(
+            [(cx - 0.36 * s, by - 0.72 * s), (cx + 0.36 * s, by - 0.72 * s), (cx + 0.42 * s, by), (cx - 0.42 * s, by)],
+            fill=255,
+        )
         for off in (-0.17, 0.17):
-            detail.arc([cx + (off - 0.12) * s, by - 1.0 * s, cx + (off + 0.12) * s, by - 0.5 * s], 180, 360,
-                       fill=dark + (255,), width=max(3, int(0.035 * s)))
+            detail.arc(
+                [cx + (off - 0.12) * s, by - 1.0 * s, cx + (off + 0.12) * s, by - 0.5 * s],
+                180,
+                360,
+                fill=(*dark, 255),
+                width=max(3, int(0.035 * s)),
+            )
         return 0.42 * s
     # Clocks: the pattern goes on the rim, the face stays readable.
     r = 0.46 * s
@@ -242,12 +272,20 @@ def _draw_object(category: str, body: ImageDraw.ImageDraw, detail: ImageDraw.Ima
     detail.ellipse([cx - fr, cy - fr, cx + fr, cy + fr], fill=(245, 242, 232, 255))
     for k in range(12):
         a = k * np.pi / 6
-        detail.line([(cx + 0.85 * fr * math.cos(a), cy + 0.85 * fr * math.sin(a)),
-                     (cx + 0.97 * fr * math.cos(a), cy + 0.97 * fr * math.sin(a))], fill=(30, 30, 30, 255),
-                    width=max(2, int(s * 0.015)))
+        detail.line(
+            [
+                (cx + 0.85 * fr * math.cos(a), cy + 0.85 * fr * math.sin(a)),
+                (cx + 0.97 * fr * math.cos(a), cy + 0.97 * fr * math.sin(a)),
+            ],
+            fill=(30, 30, 30, 255),
+            width=max(2, int(s * 0.015)),
+        )
     for length, ang, width in ((0.5, rng.uniform(0, 2 * np.pi), 0.035), (0.8, rng.uniform(0, 2 * np.pi), 0.02)):
-        detail.line([(cx, cy), (cx + length * fr * math.cos(ang), cy + length * fr * math.sin(ang))],
-                    fill=(20, 20, 20, 255), width=max(2, int(s * width)))
+        detail.line(
+            [(cx, cy), (cx + length * fr * math.cos(ang), cy + length * fr * math.sin(ang))],
+            fill=(20, 20, 20, 255),
+            width=max(2, int(s * width)),
+        )
     return r
 
 
@@ -311,7 +349,9 @@ def _render(product: _Product, view: str, size: tuple[int, int]) -> Image.Image:
         pr = rng.uniform(0.05, 0.12) * s
         px = cx + float(rng.choice([-1, 1])) * rng.uniform(0.7, 1.3) * s
         py = by - rng.uniform(0, 0.1) * s
-        draw.ellipse([px - pr, py - 2 * pr, px + pr, py], fill=_hsv(rng.random(), rng.uniform(0.3, 0.8), rng.uniform(0.4, 0.9)))
+        draw.ellipse(
+            [px - pr, py - 2 * pr, px + pr, py], fill=_hsv(rng.random(), rng.uniform(0.3, 0.8), rng.uniform(0.4, 0.9))
+        )
 
     # Body: flat colour + pattern, lit from the left like a studio softbox; only its bbox is computed.
     box = mask.getbbox()
@@ -391,12 +431,16 @@ def _thumb_html(p: _Product, prefix: str) -> str:
         return f'<img src="{rel}thumb.jpg" srcset="{rel}thumb.jpg 1x, {rel}thumb@2x.jpg 2x" alt="{alt}">'
     if style == 2:  # width descriptors, root-relative
         root = f"/products/{p.slug}/"
-        return (f'<img src="{root}thumb.jpg" srcset="{root}thumb.jpg 300w, {root}thumb@2x.jpg 600w" '
-                f'sizes="(max-width: 600px) 50vw, 300px" alt="{alt}">')
+        return (
+            f'<img src="{root}thumb.jpg" srcset="{root}thumb.jpg 300w, {root}thumb@2x.jpg 600w" '
+            f'sizes="(max-width: 600px) 50vw, 300px" alt="{alt}">'
+        )
     # lazy: inline placeholder, real URLs in data-* attributes
     root = f"/products/{p.slug}/"
-    return (f'<img class="lazy" loading="lazy" src="{_PLACEHOLDER}" data-src="{root}thumb.jpg" '
-            f'data-srcset="{root}thumb.jpg 1x, {root}thumb@2x.jpg 2x" alt="{alt}">')
+    return (
+        f'<img class="lazy" loading="lazy" src="{_PLACEHOLDER}" data-src="{root}thumb.jpg" '
+        f'data-srcset="{root}thumb.jpg 1x, {root}thumb@2x.jpg 2x" alt="{alt}">'
+    )
 
 
 def _listing_html(items: list[_Product], page: int, pages: int) -> str:
@@ -434,24 +478,36 @@ def _listing_html(items: list[_Product], page: int, pages: int) -> str:
     promo = ""
     if page == 1:
         # robots.txt disallows /private/: a polite crawler must not fetch this picture.
-        promo = ('<aside><p>Coming soon — staff preview:</p>'
-                 '<img src="/private/preview.jpg" alt="Upcoming collection" width="400"></aside>\n')
-    body = f"<h1>All products — page {page} of {pages}</h1>\n{promo}<div class=\"grid\">\n" + "\n".join(cards) + f"\n</div>\n{nav}"
+        promo = (
+            "<aside><p>Coming soon — staff preview:</p>"
+            '<img src="/private/preview.jpg" alt="Upcoming collection" width="400"></aside>\n'
+        )
+    body = (
+        f'<h1>All products — page {page} of {pages}</h1>\n{promo}<div class="grid">\n'
+        + "\n".join(cards)
+        + f"\n</div>\n{nav}"
+    )
     return _page(f"Products, page {page}", body, head=head, description="Home goods: mugs, scarves, lamps and more.")
 
 
 def _product_html(p: _Product) -> str:
     img_abs = f"http://{HOST_TOKEN}/products/{p.slug}/main.jpg"
-    head = (f'<meta property="og:title" content="{escape(p.name)}">\n'
-            f'<meta property="og:type" content="product">\n'
-            f'<meta property="og:image" content="{img_abs}">\n'
-            f'<link rel="canonical" href="/products/{p.slug}/">\n')
-    picture = (f'<picture>\n<source type="image/webp" srcset="//{HOST_TOKEN}/products/{p.slug}/main.webp">\n'
-               f'<img src="main.jpg" alt="{escape(p.name)}" width="800" height="600">\n</picture>')
-    body = (f'<p><a href="../">« Back to all products</a></p>\n<h1>{escape(p.name)}</h1>\n{picture}\n'
-            f'<p class="price">{p.price}</p>\n<p>A {p.pattern if p.pattern != "plain" else "classic"} '
-            f'{p.colour.lower()} piece from our {p.category.lower()} range. '
-            f'<a href="{OFFSITE_URL}reviews/{p.slug}">Read reviews</a></p>\n' + "\n".join(p.extras))
+    head = (
+        f'<meta property="og:title" content="{escape(p.name)}">\n'
+        f'<meta property="og:type" content="product">\n'
+        f'<meta property="og:image" content="{img_abs}">\n'
+        f'<link rel="canonical" href="/products/{p.slug}/">\n'
+    )
+    picture = (
+        f'<picture>\n<source type="image/webp" srcset="//{HOST_TOKEN}/products/{p.slug}/main.webp">\n'
+        f'<img src="main.jpg" alt="{escape(p.name)}" width="800" height="600">\n</picture>'
+    )
+    body = (
+        f'<p><a href="../">« Back to all products</a></p>\n<h1>{escape(p.name)}</h1>\n{picture}\n'
+        f'<p class="price">{p.price}</p>\n<p>A {p.pattern if p.pattern != "plain" else "classic"} '
+        f"{p.colour.lower()} piece from our {p.category.lower()} range. "
+        f'<a href="{OFFSITE_URL}reviews/{p.slug}">Read reviews</a></p>\n' + "\n".join(p.extras)
+    )
     return _page(p.name, body, head=head, description=f"{p.name} — {p.category}")
 
 
@@ -503,7 +559,8 @@ def build_site(root: Path, *, products: int = 24, per_page: int = 8, seed: int =
         renditions[p.slug] = [d + "main.jpg", d + "main.webp", d + "thumb.jpg"]
         if _thumb_style(p) != 0:  # only srcset markups reference a 2x thumbnail
             files[d + "thumb@2x.jpg"] = _encode(
-                img.resize((THUMB_SIZE[0] * 2, THUMB_SIZE[1] * 2), Image.Resampling.BILINEAR), "JPEG", quality=80)
+                img.resize((THUMB_SIZE[0] * 2, THUMB_SIZE[1] * 2), Image.Resampling.BILINEAR), "JPEG", quality=80
+            )
             renditions[p.slug].append(d + "thumb@2x.jpg")
         fetchable.update(renditions[p.slug])
 
@@ -523,20 +580,33 @@ def build_site(root: Path, *, products: int = 24, per_page: int = 8, seed: int =
 
     img = mains[sale_src.slug]
     # Root-relative path into a shared media folder, like a CMS upload.
-    add_variant(sale_src, sale_on, f"media/sale/{sale_src.slug}-sale.jpg", _encode(img, "JPEG", quality=40),
-                f'<section><h2>On sale this week</h2><a href="/products/{sale_src.slug}/">'
-                f'<img src="/media/sale/{sale_src.slug}-sale.jpg" alt="{escape(sale_src.name)} on sale"></a></section>')
+    add_variant(
+        sale_src,
+        sale_on,
+        f"media/sale/{sale_src.slug}-sale.jpg",
+        _encode(img, "JPEG", quality=40),
+        f'<section><h2>On sale this week</h2><a href="/products/{sale_src.slug}/">'
+        f'<img src="/media/sale/{sale_src.slug}-sale.jpg" alt="{escape(sale_src.name)} on sale"></a></section>',
+    )
     img = mains[small_src.slug]
-    add_variant(small_src, small_on, f"products/{small_on.slug}/also-{small_src.slug}.jpg",
-                _encode(img.resize((560, 420), Image.Resampling.LANCZOS), "JPEG", quality=85),
-                f'<section><h2>Also in another colour</h2><a href="../{small_src.slug}/">'
-                f'<img src="also-{small_src.slug}.jpg" alt="{escape(small_src.name)}"></a></section>')
+    add_variant(
+        small_src,
+        small_on,
+        f"products/{small_on.slug}/also-{small_src.slug}.jpg",
+        _encode(img.resize((560, 420), Image.Resampling.LANCZOS), "JPEG", quality=85),
+        f'<section><h2>Also in another colour</h2><a href="../{small_src.slug}/">'
+        f'<img src="also-{small_src.slug}.jpg" alt="{escape(small_src.name)}"></a></section>',
+    )
     img = mains[crop_src.slug]
     w, h = img.size
-    add_variant(crop_src, crop_on, f"products/{crop_on.slug}/bundle-{crop_src.slug}.jpg",
-                _encode(img.crop((24, 18, w - 16, h - 12)), "JPEG", quality=80),
-                f'<section><h2>Complete the look</h2><a href="../{crop_src.slug}/">'
-                f'<img src="../{crop_on.slug}/bundle-{crop_src.slug}.jpg" alt="{escape(crop_src.name)}"></a></section>')
+    add_variant(
+        crop_src,
+        crop_on,
+        f"products/{crop_on.slug}/bundle-{crop_src.slug}.jpg",
+        _encode(img.crop((24, 18, w - 16, h - 12)), "JPEG", quality=80),
+        f'<section><h2>Complete the look</h2><a href="../{crop_src.slug}/">'
+        f'<img src="../{crop_on.slug}/bundle-{crop_src.slug}.jpg" alt="{escape(crop_src.name)}"></a></section>',
+    )
 
     for p in gallery_on:
         links = []
@@ -545,31 +615,40 @@ def build_site(root: Path, *, products: int = 24, per_page: int = 8, seed: int =
             files[path] = _encode(_render(p, view, GALLERY_SIZE), "PNG", compress_level=3)
             renditions[f"{p.slug}:{view}"] = [path]
             fetchable.add(path)
-            links.append(f'<a href="view-{view}.png"><img src="view-{view}.png" alt="{escape(p.name)}, {view} view"></a>')
+            links.append(
+                f'<a href="view-{view}.png"><img src="view-{view}.png" alt="{escape(p.name)}, {view} view"></a>'
+            )
         p.extras.append('<section class="gallery"><h2>More views</h2>\n' + "\n".join(links) + "</section>")
 
     # The one broken image: a CMS "not found" page saved under an image name.
     broken = f"products/{broken_on.slug}/size-chart.jpg"
-    files[broken] = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>"
-                     b"<body><h1>Not Found</h1><p>The file size-chart.jpg is no longer available.</p></body></html>\n")
+    files[broken] = (
+        b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>"
+        b"<body><h1>Not Found</h1><p>The file size-chart.jpg is no longer available.</p></body></html>\n"
+    )
     broken_on.extras.append('<section><h2>Size chart</h2><img src="size-chart.jpg" alt="Size chart"></section>')
 
     # Private area: disallowed by robots.txt; its picture is referenced from page 1.
     prng = np.random.default_rng([seed, 0x9F])
-    staff = _Product(-1, "Staff Preview", "staff-preview", "Lamps", "Indigo", "striped", "", int(prng.integers(0, 2**31)))
+    staff = _Product(
+        -1, "Staff Preview", "staff-preview", "Lamps", "Indigo", "striped", "", int(prng.integers(0, 2**31))
+    )
     files["private/preview.jpg"] = _encode(_render(staff, "main", (400, 300)), "JPEG", quality=80)
-    files["private/index.html"] = _page("Staff area", '<h1>Staff area</h1><img src="preview.jpg" alt="Upcoming collection">').encode()
+    files["private/index.html"] = _page(
+        "Staff area", '<h1>Staff area</h1><img src="preview.jpg" alt="Upcoming collection">'
+    ).encode()
 
     listing_pages = []
     for n in range(1, pages + 1):
         path = "products/index.html" if n == 1 else f"products/page/{n}/index.html"
-        files[path] = _listing_html(items[(n - 1) * per_page: n * per_page], n, pages).encode()
+        files[path] = _listing_html(items[(n - 1) * per_page : n * per_page], n, pages).encode()
         listing_pages.append(path)
     for p in items:
         files[f"products/{p.slug}/index.html"] = _product_html(p).encode()
 
-    files["index.html"] = _page("Welcome", '<h1>Pixel &amp; Pine Home Goods</h1>\n'
-                                           '<p><a href="/products/">Browse all products »</a></p>').encode()
+    files["index.html"] = _page(
+        "Welcome", '<h1>Pixel &amp; Pine Home Goods</h1>\n<p><a href="/products/">Browse all products »</a></p>'
+    ).encode()
     files["assets/style.css"] = _CSS.encode()
     files["robots.txt"] = b"User-agent: *\nDisallow: /private/\n"
 
@@ -605,7 +684,7 @@ class _Handler(SimpleHTTPRequestHandler):
     """Static files from the site root; HTML gets HOST_TOKEN filled in; no logging."""
 
     # Explicit types: older Pythons' mimetypes do not know .webp.
-    extensions_map = {
+    extensions_map: ClassVar[dict[str, str]] = {
         **SimpleHTTPRequestHandler.extensions_map,
         ".html": "text/html; charset=utf-8",
         ".jpg": "image/jpeg",
@@ -636,7 +715,7 @@ class _Handler(SimpleHTTPRequestHandler):
     def list_directory(self, path):  # type: ignore[override]
         # A real shop has no auto-index; listings would hand the crawler every file.
         self.send_error(404, "Not Found")
-        return None
+        return
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature from base class
         pass  # the demo prints its own summary; request lines would drown it

@@ -38,8 +38,19 @@ SHEET_CELL = 150  # px, contact sheet cell
 SHEET_MAX = 48  # images per contact sheet
 MAX_PER_GROUP = 100  # thumbnails per group on the page; the folder always holds every image
 
-_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
-        "MPO": ".jpg", "ICO": ".ico", "AVIF": ".avif", "HEIF": ".heic", "JPEG2000": ".jp2"}
+_EXT = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "MPO": ".jpg",
+    "ICO": ".ico",
+    "AVIF": ".avif",
+    "HEIF": ".heic",
+    "JPEG2000": ".jp2",
+}
 # Names Windows refuses whatever the extension (the export may be copied to a Windows disk).
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
@@ -285,22 +296,25 @@ def write_gallery(
             sheet_rel = f"sheets/{n:03d}-{safe_filename(group.title, default='group', max_len=40)}.png"
             _contact_sheet(group.title, thumbs_for_sheet, out / sheet_rel, len(ids))
             header_links.append(("contact sheet", sheet_rel))
-        meta = " ".join(f'<a href="{html.escape(_href(href))}">{html.escape(label)}</a>'
-                        for label, href in header_links)
+        meta = " ".join(
+            f'<a href="{html.escape(_href(href))}">{html.escape(label)}</a>' for label, href in header_links
+        )
         note = html.escape(group.note)
-        more = (f'<p class="more">+ {len(ids) - len(shown)} more images not shown here</p>'
-                if len(ids) > len(shown) else "")
+        more = (
+            f'<p class="more">+ {len(ids) - len(shown)} more images not shown here</p>' if len(ids) > len(shown) else ""
+        )
         sections.append(
             f'<section id="g{n}"><h2>{html.escape(group.title)} <small>{len(ids)} images</small></h2>\n'
-            f'<p class="meta">{note} {meta}</p>\n<div class="grid">\n' + "\n".join(figures)
+            f'<p class="meta">{note} {meta}</p>\n<div class="grid">\n'
+            + "\n".join(figures)
             + f"\n</div>{more}</section>"
         )
         toc.append(f'<a href="#g{n}">{html.escape(group.title)} ({len(ids)})</a>')
 
-    total = len(set(i for i in all_ids if i in info))
+    total = len({i for i in all_ids if i in info})
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
         f"<header><h1>{html.escape(title)}</h1>"
         f"<p>{len(norm)} groups, {total} images. {html.escape(intro)}</p></header>\n"
@@ -428,5 +442,6 @@ def export_clusters(
         groups.append(GalleryGroup(f"Cluster {c}", ids, note=note, links=[("folder", folder + "/")]))
     kind = {"copy": "copies", "hardlink": "hard links into the store", "symlink": "symbolic links into the store"}[mode]
     intro = f"Clustering run {run_id}: {method}, k = {k}, {n_images} images, model {model}; files are {kind}."
-    return write_gallery(store, groups, out, f"imgdb clusters: run {run_id}", intro=intro, image_links=links,
-                         max_per_group=max_per_group)
+    return write_gallery(
+        store, groups, out, f"imgdb clusters: run {run_id}", intro=intro, image_links=links, max_per_group=max_per_group
+    )

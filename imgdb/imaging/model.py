@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,6 +159,11 @@ class Model:
             raise ModelError(f"{spec.path}: no input named {spec.input_name!r} (has {names})")
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = spec.output_name if spec.output_name in outputs else outputs[0]
+
+    @classmethod
+    def load(cls, model: str | Path | None = None) -> Model:
+        """The model of an ONNX file (with its JSON spec beside it); None: the bundled one."""
+        return cls(ModelSpec.load(model))
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
         """A stacked batch of preprocessed tensors -> (n, dim) unit vectors."""

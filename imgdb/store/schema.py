@@ -35,9 +35,7 @@ def migration(fn: Migration) -> Migration:
 
 def applied(con: Any) -> list[str]:
     """Names of the migrations this store has had, oldest first ([] for a 0.1.0 store)."""
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_imgdb_migrations'"
-    ).fetchone()[0]
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_imgdb_migrations'").fetchone()[0]
     if not exists:
         return []
     return [r[0] for r in con.execute("SELECT name FROM _imgdb_migrations ORDER BY applied_at, name").fetchall()]

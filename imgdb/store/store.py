@@ -36,7 +36,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -190,14 +190,16 @@ class Store:
     def _take_write_lock(self) -> None:
         import fcntl
 
-        fh = open(self.path / "write.lock", "a+")
+        fh = open(self.path / "write.lock", "a+")  # noqa: SIM115 - the flock lasts as long as the file is open
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.seek(0)
             holder = fh.read().strip() or "?"
             fh.close()
-            raise StoreBusy(f"store {self.path} is busy: another imgdb process (pid {holder}) is writing to it") from None
+            raise StoreBusy(
+                f"store {self.path} is busy: another imgdb process (pid {holder}) is writing to it"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -352,13 +354,17 @@ class Store:
                 self._put_blob(im.id, im.data)
             dim = vectors.shape[1]
             table = pa.table(
-                {"id": ids, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim)}
+                {
+                    "id": ids,
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
+                }
             )
             self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
             now = utcnow()
             with self.transaction():
                 self._insert(
-                    "images", ["id", "width", "height", "format", "bytes", "model", "added_at", "run_id"],
+                    "images",
+                    ["id", "width", "height", "format", "bytes", "model", "added_at", "run_id"],
                     [[im.id, im.width, im.height, im.format, len(im.data), model_key, now, run_id] for im in images],
                     "ON CONFLICT DO NOTHING",
                 )
@@ -372,7 +378,12 @@ class Store:
         if not ids:
             return
         table = pa.table(
-            {"id": list(ids), "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])}
+            {
+                "id": list(ids),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1]
+                ),
+            }
         )
         self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
 
@@ -388,13 +399,26 @@ class Store:
         # upsert that names one key twice. A later run refreshes when and what it saw.
         unique = {
             (image_id, s.source, s.page_url): [
-                image_id, s.source, s.kind, s.page_url, site_of(s.source), s.alt, s.title, s.http_status,
-                s.content_type, s.file_size, s.file_mtime, s.fetched_at, run_id,
+                image_id,
+                s.source,
+                s.kind,
+                s.page_url,
+                site_of(s.source),
+                s.alt,
+                s.title,
+                s.http_status,
+                s.content_type,
+                s.file_size,
+                s.file_mtime,
+                s.fetched_at,
+                run_id,
             ]
             for image_id, s in rows
         }
         self._insert(
-            "sources", _SOURCE_COLUMNS, list(unique.values()),
+            "sources",
+            _SOURCE_COLUMNS,
+            list(unique.values()),
             "ON CONFLICT DO UPDATE SET fetched_at = excluded.fetched_at, run_id = excluded.run_id, "
             "file_size = excluded.file_size, file_mtime = excluded.file_mtime",
         )
@@ -431,11 +455,13 @@ class Store:
                 [utcnow(), status, json.dumps(counts, default=str), run_id],
             )
 
-    def record_failure(self, run_id: int | None, source: str, reason: str, detail: str, page_url: str | None = None) -> None:
+    def record_failure(
+        self, run_id: int | None, source: str, reason: str, detail: str, page_url: str | None = None
+    ) -> None:
         with self._lock:
             self.con.execute(
                 "INSERT INTO failures (run_id, source, page_url, reason, detail, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [run_id, source, page_url, reason, detail[:500], utcnow()]
+                [run_id, source, page_url, reason, detail[:500], utcnow()],
             )
 
     def record_page(
@@ -464,8 +490,16 @@ class Store:
                      last_modified = coalesce(excluded.last_modified, pages.last_modified),
                      parsed = coalesce(excluded.parsed, pages.parsed)""",
                 [
-                    url, final_url, status, utcnow(), images_found, error, etag, last_modified,
-                    json.dumps(parsed) if parsed is not None else None, run_id,
+                    url,
+                    final_url,
+                    status,
+                    utcnow(),
+                    images_found,
+                    error,
+                    etag,
+                    last_modified,
+                    json.dumps(parsed) if parsed is not None else None,
+                    run_id,
                 ],
             )
 
@@ -536,7 +570,8 @@ class Store:
         if all_sources:
             for image_id, source in self.query(
                 "SELECT image_id, source FROM sources WHERE image_id IN (SELECT unnest(?::VARCHAR[])) "
-                "GROUP BY image_id, source ORDER BY image_id, min(fetched_at), source", [ids]
+                "GROUP BY image_id, source ORDER BY image_id, min(fetched_at), source",
+                [ids],
             ):
                 if image_id in out:
                     out[image_id].sources.append(source)
@@ -562,10 +597,13 @@ class Store:
             "store": str(self.path),
             "images": int(one("SELECT count(*) FROM images")),
             "sources": int(one("SELECT count(*) FROM sources")),
-            "sites": [{"site": s, "images": n} for s, n in self.query(
-                "SELECT coalesce(site, '(files)'), count(DISTINCT image_id) FROM sources GROUP BY 1 ORDER BY 2 DESC, 1"
-            )],
-            "formats": {f: n for f, n in self.query("SELECT format, count(*) FROM images GROUP BY 1 ORDER BY 2 DESC, 1")},
+            "sites": [
+                {"site": s, "images": n}
+                for s, n in self.query(
+                    "SELECT coalesce(site, '(files)'), count(DISTINCT image_id) FROM sources GROUP BY 1 ORDER BY 2 DESC, 1"
+                )
+            ],
+            "formats": dict(self.query("SELECT format, count(*) FROM images GROUP BY 1 ORDER BY 2 DESC, 1")),
             "pages": int(one("SELECT count(*) FROM pages")),
             "runs": int(one("SELECT count(*) FROM runs")),
             "failures": int(one("SELECT count(*) FROM failures")),
@@ -578,8 +616,19 @@ class Store:
 
 _RUN_TABLES = {"ingest": "runs", "dupes": "dupe_runs", "clusters": "cluster_runs"}
 _SOURCE_COLUMNS = [
-    "image_id", "source", "kind", "page_url", "site", "alt", "title", "http_status", "content_type", "file_size",
-    "file_mtime", "fetched_at", "run_id",
+    "image_id",
+    "source",
+    "kind",
+    "page_url",
+    "site",
+    "alt",
+    "title",
+    "http_status",
+    "content_type",
+    "file_size",
+    "file_mtime",
+    "fetched_at",
+    "run_id",
 ]
 
 
@@ -611,8 +660,13 @@ def _in_list(column: str, values: Sequence[str]) -> str:
 
 def _spec_json(spec: Any) -> dict[str, Any]:
     return {
-        "name": spec.name, "file": str(spec.path), "sha256": spec.sha256, "size": list(spec.size),
-        "dim": spec.dim, "license": spec.license, "provenance": spec.provenance,
+        "name": spec.name,
+        "file": str(spec.path),
+        "sha256": spec.sha256,
+        "size": list(spec.size),
+        "dim": spec.dim,
+        "license": spec.license,
+        "provenance": spec.provenance,
     }
 
 
@@ -620,8 +674,6 @@ def _du(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with suppress(OSError):
                 total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
     return total
