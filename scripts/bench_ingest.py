@@ -30,6 +30,7 @@ Results go to ``--out`` as JSON, and the tables as text beside it (same name, ``
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import itertools
@@ -241,7 +242,7 @@ class Runs:
         self.runs.setdefault(name, []).append({"rate": rate, "others": probe.stop()})
 
     def median(self, name: str) -> float:
-        return statistics.median(r["rate"] for r in self.runs[name])  # type: ignore[misc]
+        return statistics.median(r["rate"] or 0.0 for r in self.runs[name])
 
     def quiet_median(self, name: str) -> float | None:
         """Median over the runs during which other processes used < QUIET_SHARE of the CPUs."""
@@ -353,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
 
         for r in range(args.repeats):
             for w in sorted({1, *args.decode_workers}):
-                runs.measure(f"decode/{w}", lambda w=w: run_decode(paths, spec, w))
+                runs.measure(f"decode/{w}", functools.partial(run_decode, paths, spec, w))
             for t, b in dict.fromkeys((t, b) for t, b, _ in combos):
-                runs.measure(f"model/{t}/{b}", lambda t=t, b=b: run_model(models[t], tensors, n, b))
+                runs.measure(f"model/{t}/{b}", functools.partial(run_model, models[t], tensors, n, b))
             for t, b, w in combos:
-                runs.measure(f"whole/{t}/{b}/{w}", lambda t=t, b=b, w=w: run_whole(folder, n, models[t], b, w))
+                runs.measure(f"whole/{t}/{b}/{w}", functools.partial(run_whole, folder, n, models[t], b, w))
             print(
                 f"  repeat {r + 1}/{args.repeats} done; "
                 + ", ".join(

@@ -308,7 +308,7 @@ def check_images(model, onnx_path: Path, paths: list[Path], spec: dict, top: int
 def dist_license(dist: str) -> str:
     """Summarise a distribution's licence: metadata field, classifiers, LICENSE file."""
     d = importlib.metadata.distribution(dist)
-    field = d.metadata.get("License") or "-"
+    field = (d.metadata.get_all("License") or ["-"])[0]
     classifiers = [c for c in d.metadata.get_all("Classifier") or [] if c.startswith("License")]
     lic_files = [f for f in d.files or [] if f.name.upper().startswith("LICENSE")]
     head = ""
@@ -397,7 +397,8 @@ def benchmark(onnx_path: Path, batches=(1, 8, 32), threads=(1, 2), min_seconds=3
             x = random_batch(b)
             for _ in range(3):  # warm-up: first runs allocate and pick kernels
                 sess.run(None, {INPUT_NAME: x})
-            times, start = [], time.perf_counter()
+            times: list[float] = []
+            start = time.perf_counter()
             while time.perf_counter() - start < min_seconds or len(times) < 5:
                 t0 = time.perf_counter()
                 sess.run(None, {INPUT_NAME: x})

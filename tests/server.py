@@ -39,7 +39,7 @@ from email.message import Message
 from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["LocalServer", "Request", "Response"]
@@ -216,7 +216,7 @@ class _HTTPServer(ThreadingHTTPServer):
     block_on_close = False  # keep-alive threads must not hold up stop()
     app: LocalServer
 
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that time out and hang up are part of the tests, not errors.
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)

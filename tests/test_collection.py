@@ -28,7 +28,7 @@ def store_path(tmp_path_factory) -> Path:
 def test_the_readme_example_runs(store_path: Path, tmp_path: Path):
     with imgdb.open(store_path, mode="w") as col:
         query, matches = col.similar(str(store_path.parent / "pics" / "p0.jpg"), k=3)
-        assert query.id is not None and Path(matches[0].source).name == "p0.png"
+        assert query.id is not None and Path(str(matches[0].source)).name == "p0.png"
         result = col.dupes()
         # Each photo and its half-size PNG are one group; no group mixes two photos.
         assert sorted(sorted(Path(m.sources[0]).name for m in g.members) for g in result.groups) == [

@@ -184,7 +184,7 @@ def test_gallery_of_any_titled_groups(family_db, tmp_path):
     """What dedup will do: groups of ids with titles, no cluster run involved."""
     with Store.open(family_db) as store:
         ids = sorted(i for (i,) in store.query("SELECT id FROM images"))
-        groups = [
+        groups: list[GalleryGroup | tuple[str, list[str]]] = [
             ("Duplicates <A> & co", ids[:3]),
             GalleryGroup("Group B", ids[3:5], note="two near-copies"),
             ("Empty", []),

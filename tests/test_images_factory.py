@@ -130,7 +130,7 @@ def test_exif_orientation_round_trip(img, orientation):
 
 def test_gif_is_animated_and_first_frame_is_the_image(img):
     gif = Image.open(io.BytesIO(ti.gif_bytes(img)))
-    assert gif.n_frames > 1 and gif.is_animated
+    assert getattr(gif, "n_frames", 1) > 1 and getattr(gif, "is_animated", False)
     first = gif.convert("RGB")
     assert _diff(first, img) < 25
     gif.seek(1)

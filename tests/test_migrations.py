@@ -31,7 +31,8 @@ def test_a_reader_migrates_a_release_0_1_0_store_and_keeps_its_data(old_store: P
     with Store.open(old_store) as store:
         assert schema.applied(store.con) == _names()
         assert store.query("SELECT count(*) FROM images") == [(8,)]
-        assert store.vector_ids(store.main_model()) == store.image_ids()
+        model_key = store.main_model()
+        assert model_key is not None and store.vector_ids(model_key) == store.image_ids()
         # The views that 0.1.0 made per connection are now in the store, over the old rows.
         assert store.query("SELECT count(DISTINCT id) FROM image_sources") == [(8,)]
         assert store.query("SELECT count(*) FROM clusters") == [(8,)]

@@ -48,7 +48,7 @@ def test_a_stored_image_finds_its_own_variants_first_and_not_itself(collection):
             query, matches = col.similar(str(path), k=5)
             assert query.id is not None  # the file is in the store: its stored vector is used
             assert all(m.id != query.id for m in matches)
-            top2 = {Path(m.source).name for m in matches[:2]}
+            top2 = {Path(str(m.source)).name for m in matches[:2]}
             assert top2 == {f"p{seed}-small.jpg", f"p{seed}.png"}, [m.source for m in matches]
             assert matches[0].similarity >= matches[1].similarity >= matches[4].similarity
 
@@ -61,7 +61,7 @@ def test_a_new_file_is_embedded_but_not_stored(collection, tmp_path):
         before = len(col.store.image_ids())
         query, matches = col.similar(str(query_file), k=3)
         assert query.id is None
-        assert Path(matches[0].source).name.startswith("p3")
+        assert Path(str(matches[0].source)).name.startswith("p3")
         assert len(col.store.image_ids()) == before
 
 

@@ -183,28 +183,28 @@ def _from_picture(picture: Tag) -> Iterator[tuple[str, str | None, str | None]]:
 
 def _from_meta(meta: Tag) -> Iterator[tuple[str, str | None, str | None]]:
     """``<meta property="og:image" content=...>`` and the twitter:image variants."""
-    key = (meta.get("property") or meta.get("name") or "").strip().lower()
-    content = meta.get("content")
+    key = (_attr(meta, "property") or _attr(meta, "name")).strip().lower()
+    content = _attr(meta, "content")
     if key in _META_IMAGE_KEYS and content:
         yield content, None, None
 
 
 def _from_link(link: Tag) -> Iterator[tuple[str, str | None, str | None]]:
     """``<link rel="image_src" href=...>``, the pre-og:image way to name a page's image."""
-    if "image_src" in _rels(link) and link.get("href"):
-        yield link["href"], None, None
+    if "image_src" in _rels(link) and _attr(link, "href"):
+        yield _attr(link, "href"), None, None
 
 
 def _from_style(tag: Tag) -> Iterator[tuple[str, str | None, str | None]]:
     """``style="background-image: url(...)"`` (or ``background: ... url(...)``) on any tag."""
-    for declaration in _CSS_BACKGROUND.finditer(tag.get("style") or ""):
+    for declaration in _CSS_BACKGROUND.finditer(_attr(tag, "style")):
         for match in _CSS_URL.finditer(declaration.group(1)):
             yield match.group(2), None, _text_attr(tag, "title")
 
 
 def _from_anchor(a: Tag) -> Iterator[tuple[str, str | None, str | None]]:
     """``<a href="big.jpg">``: "click for full size" links count as images."""
-    href = a.get("href")
+    href = _attr(a, "href")
     if not href or not _has_image_extension(href):
         return
     inner = a.find("img")
@@ -228,8 +228,8 @@ def _img_candidates(img: Tag) -> list[_Candidate]:
             candidates.append(_Candidate(lazy_src))
         if candidates:
             return candidates
-    candidates = _parse_srcset(img.get("srcset") or "")
-    src = (img.get("src") or "").strip()
+    candidates = _parse_srcset(_attr(img, "srcset"))
+    src = _attr(img, "src").strip()
     if src and not _is_placeholder(src) and not _is_tracking_pixel(img):
         # Per the HTML spec, src acts as the 1x candidate next to srcset.
         candidates.append(_Candidate(src))
@@ -331,7 +331,7 @@ def _next_by_label(soup: BeautifulSoup, base: str) -> Iterator[str]:
     for a in soup.find_all("a", href=True):
         if "prev" in _rels(a) or "previous" in _rels(a):
             continue
-        labels = (a.get_text(" ", strip=True), a.get("aria-label") or "", a.get("title") or "")
+        labels = (a.get_text(" ", strip=True), _attr(a, "aria-label"), _attr(a, "title"))
         says_next = any(_NEXT_TEXT.match(" ".join(label.split())) for label in labels if label)
         if not says_next:
             classes = list(_classes(a))
@@ -477,15 +477,20 @@ def _unique(items: Iterator[str | None] | list[str | None]) -> list[str]:
 # --------------------------------------------------------------------- tag helpers
 
 
+def _attr(tag: Tag, name: str) -> str:
+    """An attribute as text: '' when missing, multi-valued ones (class, rel) joined by spaces."""
+    value = tag.get(name)
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else " ".join(value)
+
+
 def _rels(tag: Tag) -> set[str]:
-    rel = tag.get("rel") or []
-    values = rel.split() if isinstance(rel, str) else rel
-    return {v.lower() for v in values}
+    return {v.lower() for v in _attr(tag, "rel").split()}
 
 
 def _classes(tag: Tag) -> list[str]:
-    cls = tag.get("class") or []
-    return cls.split() if isinstance(cls, str) else list(cls)
+    return _attr(tag, "class").split()
 
 
 def _first_attr(tag: Tag, names: tuple[str, ...]) -> str | None:
@@ -499,13 +504,10 @@ def _first_attr(tag: Tag, names: tuple[str, ...]) -> str | None:
 def _text_attr(tag: Tag | None, name: str) -> str | None:
     if tag is None:
         return None
-    value = tag.get(name)
-    if isinstance(value, list):  # multi-valued attributes come back as lists
-        value = " ".join(value)
-    value = " ".join((value or "").split())
+    value = " ".join(_attr(tag, name).split())
     return value or None
 
 
 def _int_attr(tag: Tag, name: str) -> int | None:
-    value = (tag.get(name) or "").strip().removesuffix("px")
+    value = _attr(tag, name).strip().removesuffix("px")
     return int(value) if value.isdigit() else None

@@ -230,11 +230,8 @@ class Fetcher:
             else:
                 if response.status_code not in _RETRY_STATUSES or attempt == retries:
                     return response
-                delay = None
-                if response.status_code in _RETRY_AFTER_STATUSES:
-                    delay = self._retry_after(response)
-                if delay is None:
-                    delay = self._backoff(attempt)
+                after = self._retry_after(response) if response.status_code in _RETRY_AFTER_STATUSES else None
+                delay = self._backoff(attempt) if after is None else after
             # No semaphore is held while sleeping: other requests use the slots meanwhile.
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -350,13 +347,13 @@ class Fetcher:
                 raise (_fetch_error(url, cause) if isinstance(cause, httpx.HTTPError) else exc) from exc
             except HTTPStatusError as exc:
                 if 400 <= exc.status < 500 and exc.status != 429:
-                    parser.allow_all = True  # "unavailable": no rules at all
+                    parser.allow_all = True  # type: ignore[attr-defined]  # set by parse(), not declared  # "unavailable": no rules at all
                 else:
-                    parser.disallow_all = True  # "unreachable" (5xx, 429): assume no access
+                    parser.disallow_all = True  # type: ignore[attr-defined]  # set by parse(), not declared  # "unreachable" (5xx, 429): assume no access
             except TooManyRedirects:
-                parser.allow_all = True  # RFC 9309 2.3.1.2: may treat as unavailable
+                parser.allow_all = True  # type: ignore[attr-defined]  # set by parse(), not declared  # RFC 9309 2.3.1.2: may treat as unavailable
             except FetchError:
-                parser.disallow_all = True  # garbled response: be conservative
+                parser.disallow_all = True  # type: ignore[attr-defined]  # set by parse(), not declared  # garbled response: be conservative
             else:
                 text = fetched.content.decode("utf-8", errors="replace")
                 parser.parse(text.splitlines())

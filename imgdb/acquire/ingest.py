@@ -234,7 +234,7 @@ class Processor:
         batch, self._batch = list(self._batch.values()), {}
         sources, self._sources = self._sources, []
         if batch:
-            vectors = self.model.embed_arrays(np.stack([p.tensor for p, _ in batch]))
+            vectors = self.model.embed_arrays(np.stack([_tensor(p) for p, _ in batch]))
             fresh = [i for i, (p, _) in enumerate(batch) if p.id not in self.stored]
             again = [i for i, (p, _) in enumerate(batch) if p.id in self.stored]
             # Stored under another model: only this model's vector and the sources are new.
@@ -258,17 +258,7 @@ class Processor:
     ) -> None:
         """Writer thread: blobs, vectors and rows of one embedded batch (Store orders them)."""
         self.store.add_images(
-            [
-                NewImage(
-                    batch[i][0].id,
-                    batch[i][0].data,
-                    batch[i][0].width,
-                    batch[i][0].height,  # type: ignore[arg-type]
-                    batch[i][0].format,
-                    batch[i][1],
-                )
-                for i in fresh
-            ],
+            [_new_image(*batch[i]) for i in fresh],
             self.spec.key,
             vectors[fresh],
             self.summary.run_id,
@@ -279,6 +269,7 @@ class Processor:
 
     def _write(self, fn: Any, *args: Any) -> None:
         """Queue a store write after the previous one: at most one batch is being written."""
+        assert self._writer is not None, "writes happen inside run()"
         self._wait_write()
         self._pending_write = self._writer.submit(fn, *args)
 
@@ -287,6 +278,16 @@ class Processor:
         pending, self._pending_write = self._pending_write, None
         if pending is not None:
             pending.result()
+
+
+def _tensor(prep: _Prepared) -> np.ndarray:
+    assert prep.tensor is not None, "only decoded images are batched"
+    return prep.tensor
+
+
+def _new_image(prep: _Prepared, sources: list[SourceRow]) -> NewImage:
+    assert prep.data is not None, "only new images are batched"
+    return NewImage(prep.id, prep.data, prep.width, prep.height, prep.format, sources)
 
 
 def _read(path: Path | None) -> bytes:
@@ -321,7 +322,7 @@ def _file_candidates(
         row = SourceRow(source=source, kind="file", file_size=st.st_size, file_mtime=st.st_mtime)
         previous = known.get(source)
         unchanged = previous is not None and previous[1] == st.st_size and previous[2] == st.st_mtime
-        yield Candidate(row, path=path, known_id=previous[0] if unchanged else None)
+        yield Candidate(row, path=path, known_id=previous[0] if previous is not None and unchanged else None)
 
 
 def _walk(paths: Sequence[Path], skip: Path) -> Iterator[Path]:

@@ -69,8 +69,7 @@ def decode(data: bytes, *, target: tuple[int, int] | None = None, max_bytes: int
                 # Decode at 1/2, 1/4 or 1/8 scale, never smaller than target: 2-4x faster.
                 img.draft("RGB", _draft_size(img.size, target))
             img.load()
-            img = ImageOps.exif_transpose(img)
-            rgb = to_rgb(img)
+            rgb = to_rgb(ImageOps.exif_transpose(img))
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

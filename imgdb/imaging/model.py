@@ -118,7 +118,7 @@ class ModelSpec:
         # reducing_gap=3 is visually indistinguishable from a full resample and much cheaper.
         resized = image.resize((rw, rh), _RESAMPLE[self.interpolation], reducing_gap=3.0)
         crop = resized.crop((left, top, left + tw, top + th))
-        x = (np.asarray(crop, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
+        x = (np.asarray(crop, dtype=np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1) if self.layout == "NCHW" else x)
 
 

@@ -636,7 +636,7 @@ def _connect_duckdb(path: Path, *, read_only: bool) -> Any:
     import duckdb
 
     # Readers run users' SQL (`imgdb sql`, --where): no files or network beyond the store.
-    config = {"enable_external_access": False} if read_only else {}
+    config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False} if read_only else {}
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
