@@ -1,14 +1,14 @@
 """Nearest images to a query image, a stored id, a file or a URL.
 
-Search is exact below ``EXACT_MAX_ROWS`` vectors and approximate above it:
+Search is exact below ``config.EXACT_MAX_ROWS`` vectors and approximate above it:
 
-* exact: LanceDB's flat scan (cosine) — about 20 ms at 5k rows, no index to build or
-  keep up to date, recall 1 by definition;
+* exact: LanceDB's flat scan (cosine): no index to build or keep up to date, and it
+  cannot miss;
 * approximate: an IVF_RQ index on the model's table, built once when the table passes
   ``EXACT_MAX_ROWS`` and extended by ``optimize()`` after each ingest
-  (``Store.maintain_vectors``; rows added since are scanned flat until then), queried with ``nprobes`` partitions and candidates
-  re-ranked by exact distance (``refine_factor``), which keeps recall@10 near 1; without
-  the re-ranking recall fell to 0.43 in the issue's measurements.
+  (``Store.maintain_vectors``; rows added since are scanned flat until then), queried with
+  ``NPROBES`` partitions and candidates re-ranked by exact distance (``REFINE_FACTOR``).
+  Why these numbers: docs/evaluation.md, "Similar".
 
 A query image that is not in the store goes through the same decode and model as the
 store and is not stored unless ``add`` is set; a query that is in the store excludes

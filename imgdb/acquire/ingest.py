@@ -46,7 +46,7 @@ class IngestOptions:
     max_images: int | None = None
     refresh: bool = False  # re-download pages and images even when known
     respect_robots: bool = True
-    batch_size: int = 32  # 32 beat 16 by 0-13% end to end on 2 cores (scripts/bench_ingest.py)
+    batch_size: int = 32  # measured against 8 and 16: docs/evaluation.md, "Ingest"
     decode_workers: int = 2
     fetch_policy: Any = None  # fetch.FetchPolicy; None = defaults
 

@@ -153,12 +153,15 @@ def clusters_fit(
     k: Annotated[str, typer.Option("--k", help="Number of clusters, or 'auto'.")] = "auto",
     k_range: Annotated[str, typer.Option(help="Range of k tried by --k auto, as LO..HI.")] = "2..30",
     select: Annotated[
-        str, typer.Option(help="How --k auto picks: peak (imgdb), silhouette (recipe B), elbow (recipe A).")
+        str,
+        typer.Option(
+            help="How --k auto picks: peak (finest well-supported silhouette peak), silhouette (best score), elbow (Kneedle)."
+        ),
     ] = "peak",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same clusters.")] = 0,
     plots: Annotated[Path | None, typer.Option(help="Folder for the PNG plots [default: <store>/plots/run-N].")] = None,
     compare: Annotated[
-        bool, typer.Option("--compare", help="Run recipe B's grid (methods x k) and print silhouettes instead.")
+        bool, typer.Option("--compare", help="Print the silhouette of every method and k instead of fitting one run.")
     ] = False,
     json: Json = False,
 ) -> None:

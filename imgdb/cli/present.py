@@ -210,7 +210,7 @@ def cluster_fit(run: Any, plots: list[Any]) -> None:
 def cluster_compare(result: Any) -> None:
     methods = sorted({r.method for r in result.rows})
     ks = sorted({r.k for r in result.rows})
-    table = Table(title="recipe B: silhouette per method and k (winner in bold)")
+    table = Table(title="silhouette per method and k (best in bold)")
     table.add_column("k", justify="right")
     for m in methods:
         table.add_column(m, justify="right")

@@ -270,8 +270,8 @@ class Store:
 
         table = self.vectors(model_key)
         if table.count_rows() >= config.EXACT_MAX_ROWS and not table.list_indices():
-            # 4-bit RaBitQ codes: with 1 bit, recall@10 at 1M rows was 0.82 (nprobes 50,
-            # refine 10); with 4 bits 1.00 at 22 ms (scripts/bench_similar.py).
+            # 4-bit RaBitQ codes: LanceDB's default 1 bit loses recall at 1M rows
+            # (docs/evaluation.md, "Similar").
             table.create_index("vector", config=IvfRq(distance_type="cosine", num_bits=4))
         elif new_rows >= 1000 or (new_rows and table.list_indices()):
             table.optimize()
@@ -334,7 +334,7 @@ class Store:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}"
-        # No fsync per blob: it cost ~10 ms each (100 images/s at best). Process death
+        # No fsync per blob: it would cap ingest far below the model's rate. Process death
         # (Ctrl-C, kill -9) cannot lose written pages; only a power loss could.
         tmp.write_bytes(data)
         os.replace(tmp, final)
@@ -424,7 +424,7 @@ class Store:
         )
 
     def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], conflict: str = "") -> None:
-        """Insert rows by column name through one Arrow scan (executemany costs ~5 ms a row)."""
+        """Insert rows by column name through one Arrow scan (executemany is far slower)."""
         import pyarrow as pa
 
         if not rows:
