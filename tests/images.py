@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from imgdb.demo import _hsv, _shade  # one colour helper for demo and tests
+from imgdb.demo.pictures import hsv_to_rgb, shade_rgb  # one colour helper for demo and tests
 
 Size = tuple[int, int]
 
@@ -56,7 +56,7 @@ def _palette(rng: np.random.Generator, n: int) -> list[tuple[int, int, int]]:
         hue = (base + spread * (i - n / 2) / n + rng.normal(0, 0.03)) % 1.0
         sat = rng.uniform(0.45, 1.0)
         val = rng.uniform(0.35, 1.0)
-        cols.append(_hsv(hue, sat, val))
+        cols.append(hsv_to_rgb(hue, sat, val))
     return cols
 
 
@@ -121,24 +121,24 @@ def _scene_collage(rng, size, pal) -> Image.Image:
 def _scene_landscape(rng, size, pal) -> Image.Image:
     """Sky, a sun, layered hills from 1-D smooth noise, a few trees."""
     w, h = size
-    sky_top = _hsv(rng.uniform(0.5, 0.7), rng.uniform(0.3, 0.9), rng.uniform(0.5, 1.0))
-    sky = _gradient(size, sky_top, _shade(pal[0], 1.3), np.pi / 2)
+    sky_top = hsv_to_rgb(rng.uniform(0.5, 0.7), rng.uniform(0.3, 0.9), rng.uniform(0.5, 1.0))
+    sky = _gradient(size, sky_top, shade_rgb(pal[0], 1.3), np.pi / 2)
     img = Image.fromarray(sky.clip(0, 255).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(img)
     r = rng.uniform(0.05, 0.12) * w
     sx, sy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.35) * h
-    d.ellipse([sx - r, sy - r, sx + r, sy + r], fill=_hsv(rng.uniform(0.08, 0.16), 0.6, 1.0))
+    d.ellipse([sx - r, sy - r, sx + r, sy + r], fill=hsv_to_rgb(rng.uniform(0.08, 0.16), 0.6, 1.0))
     layers = int(rng.integers(2, 5))
     for i in range(layers):
         base = h * (0.4 + 0.5 * (i + 1) / (layers + 1))
         ridge = _smooth_field(rng, (w, 1), cells=int(rng.integers(3, 9)), channels=1)[0, :, 0]
         ys = base - ridge * h * rng.uniform(0.1, 0.35)
         pts = [(0, h)] + [(x, float(ys[x])) for x in range(0, w, 4)] + [(w - 1, float(ys[-1])), (w, h)]
-        d.polygon(pts, fill=_shade(pal[1 + i % 5], 0.5 + 0.5 * i / layers))
+        d.polygon(pts, fill=shade_rgb(pal[1 + i % 5], 0.5 + 0.5 * i / layers))
     for _ in range(int(rng.integers(0, 12))):
         x, y = rng.uniform(0, w), rng.uniform(0.7, 1.0) * h
         th = rng.uniform(0.06, 0.16) * h
-        d.polygon([(x, y - th), (x - th / 3, y), (x + th / 3, y)], fill=_shade(pal[5], 0.4))
+        d.polygon([(x, y - th), (x - th / 3, y), (x + th / 3, y)], fill=shade_rgb(pal[5], 0.4))
     return img
 
 
@@ -146,8 +146,8 @@ def _scene_still_life(rng, size, pal) -> Image.Image:
     """A wall, a table edge and shaded spheres/boxes with shadows."""
     w, h = size
     horizon = rng.uniform(0.45, 0.7) * h
-    arr = _gradient(size, _shade(pal[0], 0.9), _shade(pal[0], 0.6), rng.uniform(0, np.pi))
-    arr[int(horizon) :] = _gradient((w, h - int(horizon)), _shade(pal[1], 0.8), _shade(pal[1], 0.4), np.pi / 2)
+    arr = _gradient(size, shade_rgb(pal[0], 0.9), shade_rgb(pal[0], 0.6), rng.uniform(0, np.pi))
+    arr[int(horizon) :] = _gradient((w, h - int(horizon)), shade_rgb(pal[1], 0.8), shade_rgb(pal[1], 0.4), np.pi / 2)
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(img)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -156,7 +156,7 @@ def _scene_still_life(rng, size, pal) -> Image.Image:
         col = pal[2 + int(rng.integers(0, 4))]
         x, base = ox * w, horizon + rng.uniform(0.05, 0.3) * (h - horizon)
         r = rng.uniform(0.06, 0.16) * min(w, h)
-        d.ellipse([x - r * 1.2, base - r * 0.15, x + r * 1.4, base + r * 0.25], fill=_shade(pal[1], 0.25))
+        d.ellipse([x - r * 1.2, base - r * 0.15, x + r * 1.4, base + r * 0.25], fill=shade_rgb(pal[1], 0.25))
         if rng.random() < 0.5:
             # Sphere: radial shading towards an upper-left light source.
             cy = base - r
@@ -176,7 +176,7 @@ def _scene_still_life(rng, size, pal) -> Image.Image:
                     (x + bw / 2 + dp, base - bh - dp),
                     (x + bw / 2, base - bh),
                 ],
-                fill=_shade(col, 1.3),
+                fill=shade_rgb(col, 1.3),
             )
             d.polygon(
                 [
@@ -185,7 +185,7 @@ def _scene_still_life(rng, size, pal) -> Image.Image:
                     (x + bw / 2 + dp, base - bh - dp),
                     (x + bw / 2 + dp, base - dp),
                 ],
-                fill=_shade(col, 0.6),
+                fill=shade_rgb(col, 0.6),
             )
             d.rectangle([x - bw / 2, base - bh, x + bw / 2, base], fill=col)
     return img
@@ -204,7 +204,7 @@ def _scene_texture(rng, size, pal) -> Image.Image:
         t = (rings * 0.5 + 0.5)[..., None] ** 2  # sharp dark grain lines on a light board
         return Image.fromarray((c0 * (1 - t) + c0 * 0.35 * t).clip(0, 255).astype(np.uint8), "RGB")
     if kind == 1:
-        img = Image.new("RGB", size, _shade(pal[1], 0.8))
+        img = Image.new("RGB", size, shade_rgb(pal[1], 0.8))
         d = ImageDraw.Draw(img)
         bw, bh = rng.uniform(40, 90), rng.uniform(18, 34)
         for j in range(int(h / bh) + 1):
@@ -212,30 +212,32 @@ def _scene_texture(rng, size, pal) -> Image.Image:
             for i in range(-1, int(w / bw) + 1):
                 k = rng.uniform(0.75, 1.15)
                 d.rectangle(
-                    [i * bw + off + 2, j * bh + 2, (i + 1) * bw + off - 2, (j + 1) * bh - 2], fill=_shade(pal[0], k)
+                    [i * bw + off + 2, j * bh + 2, (i + 1) * bw + off - 2, (j + 1) * bh - 2], fill=shade_rgb(pal[0], k)
                 )
         return img
     # Coarse periods so the weave survives a 2x downscale without aliasing away.
     p1, p2 = rng.uniform(36, 72), rng.uniform(36, 72)
     weave = np.sign(np.sin(xx / p1 * 2 * np.pi)) * np.sin(yy / p2 * 2 * np.pi)
     t = (weave * 0.5 + 0.5)[..., None]
-    c2 = np.asarray(_shade(pal[2], 0.35), np.float32)
+    c2 = np.asarray(shade_rgb(pal[2], 0.35), np.float32)
     return Image.fromarray((c0 * t + c2 * (1 - t)).clip(0, 255).astype(np.uint8), "RGB")
 
 
 def _scene_city(rng, size, pal) -> Image.Image:
     """Skyline: buildings with window grids against a dusk sky."""
     w, h = size
-    sky = _gradient(size, _hsv(rng.uniform(0.55, 0.75), 0.7, rng.uniform(0.2, 0.6)), _shade(pal[0], 1.2), np.pi / 2)
+    sky = _gradient(
+        size, hsv_to_rgb(rng.uniform(0.55, 0.75), 0.7, rng.uniform(0.2, 0.6)), shade_rgb(pal[0], 1.2), np.pi / 2
+    )
     img = Image.fromarray(sky.clip(0, 255).astype(np.uint8), "RGB")
     d = ImageDraw.Draw(img)
     x = -rng.uniform(0, 30)
     while x < w:
         bw = rng.uniform(0.06, 0.18) * w
         top = rng.uniform(0.15, 0.7) * h
-        col = _shade(pal[1 + int(rng.integers(0, 5))], rng.uniform(0.3, 0.7))
+        col = shade_rgb(pal[1 + int(rng.integers(0, 5))], rng.uniform(0.3, 0.7))
         d.rectangle([x, top, x + bw, h], fill=col)
-        lit = _hsv(rng.uniform(0.1, 0.18), 0.5, 1.0)
+        lit = hsv_to_rgb(rng.uniform(0.1, 0.18), 0.5, 1.0)
         step_x, step_y = rng.uniform(8, 16), rng.uniform(10, 20)
         wy = top + 6
         while wy < h - 10:
