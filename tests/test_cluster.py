@@ -272,7 +272,7 @@ def test_plots_are_pngs(family_db, tmp_path):
         assert [p.name for p in cluster.plot(fixed, tmp_path / "fixed")] == ["run-map.png"]
 
 
-def test_compare_runs_recipe_b_grid(family_db):
+def test_compare_runs_the_best_silhouette_grid(family_db):
     with Store.open(family_db) as store:
         result = cluster.compare(store, k_range=(2, 8))
         assert [(r.method, r.k) for r in result.rows] == [
