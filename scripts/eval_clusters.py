@@ -6,9 +6,10 @@ Usage:
     python scripts/eval_clusters.py --synthetic 100000 [--dim 1280] [--classes 60]
     (both at once is fine)
 
-Labels: a CSV with a path column (``path`` or ``filename``, relative to the CSV's folder or
-to FOLDER) and one or more label columns. Default label columns: ``fine_id`` and
-``coarse_id`` when present (the grocery set), else ``group_id``, else the second column.
+Labels: a CSV with a path column (``path``, ``filename`` or ``file``: relative to FOLDER or
+to the CSV's folder; see ``imgdb.eval.labels``) and one or more label columns. Default
+label columns: ``fine_id`` and ``coarse_id`` when present (the grocery set), else
+``group_id``, else the column after the path column.
 
 The folder is ingested with the real bundled model into a temp store, or into ``--db``
 (re-used when it already holds the images, so repeated runs skip the embedding). The data
@@ -35,7 +36,6 @@ Results go to ``--out`` (JSON; keys of an earlier run that this run did not redo
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -48,9 +48,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from imgdb import clustering as cluster
+from imgdb.eval import metrics
+from imgdb.eval.labels import Labels, read_labels
 from imgdb.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,46 +62,21 @@ TARGET_SECONDS = 120.0
 # labels
 
 
-def read_labels(csv_path: Path, folder: Path, columns: list[str] | None) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Absolute path -> {label column: value}, and the label columns used."""
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise SystemExit(f"{csv_path}: no rows")
-    fields = list(rows[0].keys())
-    path_col = next((c for c in ("path", "filename", "file") if c in fields), fields[0])
-    if not columns:
-        if "fine_id" in fields and "coarse_id" in fields:
-            columns = ["fine_id", "coarse_id"]
-        elif "group_id" in fields:
-            columns = ["group_id"]
-        else:
-            columns = [next(c for c in fields if c != path_col)]
-    missing = [c for c in columns if c not in fields]
-    if missing:
-        raise SystemExit(f"{csv_path}: no column {missing[0]!r} (has {fields})")
-    out: dict[str, dict[str, str]] = {}
-    for row in rows:
-        rel = row[path_col]
-        for base in (csv_path.parent, folder):
-            p = (base / rel).resolve()
-            if p.exists():
-                out[str(p)] = {c: row[c] for c in columns}
-                break
-        else:
-            out[rel] = {c: row[c] for c in columns}  # matched by basename later
-    return out, columns
+def image_labels(store: Store, labels: Labels) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
+    """image id -> labels, via each image's file sources; counts of what did not match.
 
-
-def image_labels(store: Store, labels: dict[str, dict[str, str]]) -> tuple[dict[str, dict[str, str]], dict[str, int]]:
-    """image id -> labels, via each image's file sources; counts of what did not match."""
+    A source that is no labelled file takes the labels of the one labelled path (resolved
+    or not) with its file name, when there is exactly one.
+    """
+    names = [(path.name, lab) for path, lab in labels.by_path.items()]
+    names += [(Path(cell).name, lab) for cell, lab in labels.unresolved.items()]
     by_name: dict[str, list[dict[str, str]]] = {}
-    for path, lab in labels.items():
-        by_name.setdefault(Path(path).name, []).append(lab)
+    for name, values in names:
+        by_name.setdefault(name, []).append(values)
     out: dict[str, dict[str, str]] = {}
     stats: Counter[str] = Counter()
     for image_id, source in store.query("SELECT image_id, source FROM sources WHERE kind = 'file' ORDER BY source"):
-        lab = labels.get(str(Path(source).resolve()))
+        lab = labels.by_path.get(Path(source).resolve())
         if lab is None and len(by_name.get(Path(source).name, [])) == 1:
             lab = by_name[Path(source).name][0]
         if lab is None:
@@ -142,15 +118,17 @@ def open_store(folder: Path, db: Path | None) -> tuple[Store, tempfile.Temporary
 
 
 def scores(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {
-        "nmi": round(float(normalized_mutual_info_score(truth, labels)), 4),
-        "ari": round(float(adjusted_rand_score(truth, labels)), 4),
-    }
+    """NMI and ARI, rounded for the report."""
+    return {"nmi": round(metrics.nmi(truth, labels), 4), "ari": round(metrics.ari(truth, labels), 4)}
 
 
 def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namespace) -> dict[str, Any]:
-    raw, columns = read_labels(labels_csv, folder, args.labels.split(",") if args.labels else None)
-    id_labels, unmatched = image_labels(store, raw)
+    try:
+        labels = read_labels(labels_csv, folder, label_columns=args.labels.split(",") if args.labels else None)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    columns = list(labels.columns)
+    id_labels, unmatched = image_labels(store, labels)
     model = cluster.default_model(store)
     ids_all, vecs_all = cluster.load_vectors(store, model)
     keep = [i for i, image_id in enumerate(ids_all) if image_id in id_labels]
@@ -306,7 +284,7 @@ def synthetic(n: int, dim: int, classes: int, synthetic_methods: list[str], seed
                 run = cluster.fit(store, method=method, k="auto")
                 total = time.perf_counter() - t0
                 saved = store.query("SELECT count(*) FROM cluster_members WHERE run_id = ?", [run.run_id])[0][0]
-                nmi = normalized_mutual_info_score(truth[[pos[i] for i in run.ids]], run.labels)
+                nmi = metrics.nmi(truth[[pos[i] for i in run.ids]], run.labels)
                 methods[method] = {
                     "k": run.k,
                     "choices": run.choices,

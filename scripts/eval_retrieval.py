@@ -3,8 +3,8 @@
 Usage:
     python scripts/eval_retrieval.py FOLDER LABELS_CSV [--db DIR] [--out FILE]
 
-LABELS_CSV has a file-name column (`filename` or `path`, relative to FOLDER or a bare
-name) and a `group_id` column. For every image as a query, the N-S score counts how many
+LABELS_CSV has a path column (`path`, `filename` or `file`: relative to FOLDER or to the
+CSV's folder, or a bare file name; see `imgdb.eval.labels`) and a `group_id` column. For every image as a query, the N-S score counts how many
 of its group's images (itself included) are among its top 4 results; 4.0 is perfect for
 groups of 4. The folder is ingested into a temporary store (or `--db`) with the bundled
 model, through the same code path as `imgdb ingest`.
@@ -17,55 +17,38 @@ Example (the shared UKBench sample; never copied into the project):
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from imgdb.acquire.ingest import ingest
+from imgdb.eval.labels import read_labels
+from imgdb.eval.metrics import ns_score, recall_at_k
 from imgdb.imaging.model import Model, ModelSpec
 from imgdb.search import search
 from imgdb.store import Store
 
 
-def read_labels(folder: Path, labels_csv: Path) -> dict[Path, str]:
-    """Resolved image path -> group id."""
-    labels = {}
-    with open(labels_csv, newline="") as fh:
-        for row in csv.DictReader(fh):
-            name = row.get("filename") or row.get("path")
-            candidates = [folder / name, folder / Path(name).name, labels_csv.parent / name]
-            path = next((p for p in candidates if p.exists()), None)
-            if path is not None:
-                labels[path.resolve()] = row["group_id"]
-    return labels
-
-
-def score(store: Store, model_key: str, labels: dict[Path, str], top: int = 4) -> dict[str, float]:
+def score(store: Store, model_key: str, labels: dict[Path, str], top: int = 4) -> dict[str, Any]:
     rows = store.query("SELECT source, image_id FROM sources WHERE kind = 'file'")
     id_of = {Path(source).resolve(): image_id for source, image_id in rows}
     group_of_id = {id_of[p]: g for p, g in labels.items() if p in id_of}
-    members = defaultdict(set)
-    for image_id, group in group_of_id.items():
-        members[group].add(image_id)
     vectors = store.get_vectors(model_key, list(group_of_id))
-    ns_scores, recalls, latencies = [], [], []
-    for image_id, group in group_of_id.items():
+    results: dict[str, list[str]] = {}
+    latencies = []
+    for image_id in group_of_id:
         started = time.perf_counter()
         hits = search(store, model_key, vectors[image_id], k=top)
         latencies.append(time.perf_counter() - started)
-        found = [i for i, _ in hits]
-        ns_scores.append(sum(1 for i in found if i in members[group]))
-        others = members[group] - {image_id}
-        recalls.append(len(others & set(found)) / max(1, len(others)))
+        results[image_id] = [i for i, _ in hits]
     return {
-        "queries": len(ns_scores),
-        "ns_score": float(np.mean(ns_scores)),
-        f"recall_at_{top}": float(np.mean(recalls)),
+        "queries": len(results),
+        "ns_score": ns_score(results, group_of_id, top),
+        f"recall_at_{top}": recall_at_k(results, group_of_id, top),
         "p50_ms": float(np.median(latencies) * 1000),
     }
 
@@ -78,7 +61,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results/retrieval.json"))
     args = parser.parse_args()
 
-    labels = read_labels(args.folder, args.labels)
+    try:
+        labels = read_labels(args.labels, args.folder, label_columns=["group_id"]).column()
+    except ValueError as e:
+        parser.error(str(e))
     model = Model(ModelSpec.load())
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "db"
