@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from imgdb import dedup
+from imgdb.dedup.pairs import popcount64
 
 
 def make_vectors(n: int, dim: int, rng: np.random.Generator, dup_frac: float, family_frac: float) -> np.ndarray:
@@ -85,7 +86,7 @@ def brute_hash_pairs(h: np.ndarray, t: int) -> set[tuple[int, int]]:
     out: set[tuple[int, int]] = set()
     block = 64
     for r0 in range(0, len(h), block):
-        d = dedup._popcount64(h[r0 : r0 + block, None] ^ h[None, r0:]).reshape(-1, len(h) - r0)
+        d = popcount64(h[r0 : r0 + block, None] ^ h[None, r0:]).reshape(-1, len(h) - r0)
         ii, jj = np.nonzero(d <= t)
         ok = jj > ii
         out.update(zip((ii[ok] + r0).tolist(), (jj[ok] + r0).tolist()))

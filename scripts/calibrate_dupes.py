@@ -2,8 +2,9 @@
 
     python scripts/calibrate_dupes.py FOLDER LABELS_CSV [--db DIR] [--out FILE]
 
-LABELS_CSV has a path column (``path`` or ``filename``, relative to FOLDER; ``--path-col``)
-and ``group_id`` (``--group-col``); files with the same group are the true duplicates. Only the labelled files
+LABELS_CSV has a path column (``path``, ``filename`` or ``file``, relative to FOLDER or to the
+CSV's folder; ``--path-col``; see ``imgdb.eval.labels``) and ``group_id`` (``--group-col``);
+files with the same group are the true duplicates. Only the labelled files
 are ingested (into a temp store, or into ``--db``, where re-runs reuse what is stored).
 
 Every stage's pairs are found once at a loose threshold and then filtered over a grid, so
@@ -21,7 +22,7 @@ the same way. Results go to ``bench-results/dupes-<name>.json`` (git-ignored).
 from __future__ import annotations
 
 import argparse
-import csv
+import itertools
 import json
 import sys
 import tempfile
@@ -34,6 +35,10 @@ import numpy as np
 
 from imgdb import dedup
 from imgdb.acquire.ingest import ingest
+from imgdb.dedup.pairs import popcount64
+from imgdb.dedup.runs import load_vectors
+from imgdb.eval.labels import read_labels
+from imgdb.eval.metrics import grouping_scores, pair_scores, true_pairs
 from imgdb.imaging.model import Model, ModelSpec
 from imgdb.store import Store
 
@@ -50,14 +55,20 @@ def main() -> int:
     ap.add_argument("--db", type=Path, help="store to ingest into and reuse (default: a temp dir)")
     ap.add_argument("--name", help="name for the results file (default: the folder's name)")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench-results/dupes-<name>.json)")
-    ap.add_argument("--path-col", help="path column (default: path, else filename)")
+    ap.add_argument("--path-col", help="path column (default: path, filename or file, else the first)")
     ap.add_argument("--group-col", default="group_id", help="group column (default: group_id)")
     args = ap.parse_args()
     folder = args.folder.resolve()
     name = args.name or (folder.name if folder.name not in ("images", "site") else folder.parent.name)
     out = args.out or Path("bench-results") / f"dupes-{name}.json"
 
-    labels = read_labels(args.labels, folder, args.path_col, args.group_col)
+    try:
+        read = read_labels(args.labels, folder, path_column=args.path_col, label_columns=[args.group_col])
+    except ValueError as e:
+        ap.error(str(e))
+    labels = read.column()
+    if read.unresolved:
+        print(f"{len(read.unresolved)} labelled paths name no file, e.g. {next(iter(read.unresolved))}")
     print(f"{name}: {len(labels)} labelled files in {len(set(labels.values()))} groups")
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "store"
@@ -82,18 +93,14 @@ def main() -> int:
     return 0
 
 
-def read_labels(path: Path, folder: Path, path_col: str | None, group_col: str) -> dict[Path, str]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    col = path_col or ("path" if "path" in rows[0] else "filename")
-    return {(folder / r[col]).resolve(): str(r[group_col]) for r in rows}
-
-
 # ---------------------------------------------------------------------------------------
 
 
 class Scorer:
-    """Pairwise precision/recall over labelled files, given image-level predictions."""
+    """Pairwise precision/recall over labelled files, given image-level predictions.
+
+    Files with the same bytes are one image, so every two of them count as a found pair.
+    """
 
     def __init__(self, store: Store, labels: dict[Path, str]):
         src = dict(store.query("SELECT source, image_id FROM sources WHERE kind = 'file'"))
@@ -104,54 +111,20 @@ class Scorer:
         self.files_of: dict[str, list[Path]] = defaultdict(list)
         for f in self.files:
             self.files_of[self.image_of[f]].append(f)
-        by_group: dict[str, int] = defaultdict(int)
-        for f in self.files:
-            by_group[self.group[f]] += 1
-        self.true_pairs = sum(c * (c - 1) // 2 for c in by_group.values())
-
-    def _pairs_within_images(self) -> tuple[int, int]:
-        """(found, correct) file pairs that share an image id: always found."""
-        found = correct = 0
-        for fs in self.files_of.values():
-            for i in range(len(fs)):
-                for j in range(i + 1, len(fs)):
-                    found += 1
-                    correct += self.group[fs[i]] == self.group[fs[j]]
-        return found, correct
+        self.true_pairs = true_pairs(self.group)
 
     def score_image_pairs(self, pairs: set[tuple[str, str]]) -> dict[str, float]:
-        found, correct = self._pairs_within_images()
-        for a, b in pairs:
-            for fa in self.files_of.get(a, ()):
-                for fb in self.files_of.get(b, ()):
-                    found += 1
-                    correct += self.group[fa] == self.group[fb]
-        return prf(found, correct, self.true_pairs)
+        """Scores of the file pairs within one image or across a pair of distinct images."""
+        within = (pair for fs in self.files_of.values() for pair in itertools.combinations(fs, 2))
+        across = ((fa, fb) for a, b in pairs for fa in self.files_of.get(a, ()) for fb in self.files_of.get(b, ()))
+        return pair_scores(itertools.chain(within, across), self.group).as_dict()
 
     def score_groups(self, groups: list[list[str]]) -> dict[str, float]:
-        found, correct = self._pairs_within_images()
-        for g in groups:
-            fs = [f for i in g for f in self.files_of.get(i, ())]
-            for i in range(len(fs)):
-                for j in range(i + 1, len(fs)):
-                    if self.image_of[fs[i]] != self.image_of[fs[j]]:
-                        found += 1
-                        correct += self.group[fs[i]] == self.group[fs[j]]
-        return prf(found, correct, self.true_pairs)
-
-
-def prf(found: int, correct: int, true: int) -> dict[str, float]:
-    p = correct / found if found else 1.0
-    r = correct / true if true else 1.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {
-        "precision": round(p, 4),
-        "recall": round(r, 4),
-        "f1": round(f1, 4),
-        "found": found,
-        "correct": correct,
-        "true": true,
-    }
+        """Scores of disjoint image groups; an image in no group is a group of its files."""
+        grouped = {i for g in groups for i in g}
+        singles = [[i] for i in self.files_of if i not in grouped]
+        files = ([f for i in g for f in self.files_of.get(i, ())] for g in [*groups, *singles])
+        return grouping_scores(files, self.group).as_dict()
 
 
 def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
@@ -159,9 +132,9 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
     ids = sc.ids
     index = {i: k for k, i in enumerate(ids)}
     hashes = dedup.compute_hashes(store, ids)
-    key = dedup.default_model(store)
+    key = store.main_model()
     assert key is not None
-    pos, X = dedup.load_vectors(store, key, index)
+    pos, X = load_vectors(store, key, index)
 
     # Every stage's pairs once, at the loosest threshold of its grid.
     stage_pairs: dict[str, list[tuple[str, str, float]]] = {}
@@ -283,7 +256,7 @@ def distance_summary(
     out: dict[str, Any] = {}
     for stage in ("phash", "dhash"):
         v = np.asarray([getattr(hashes[i], stage) for i in ids], dtype=np.uint64)
-        D = dedup._popcount64(v[:, None] ^ v[None, :]).reshape(n, n)[iu]
+        D = popcount64(v[:, None] ^ v[None, :]).reshape(n, n)[iu]
         s = same[iu]
         out[stage] = {
             "same_max": int(D[s].max()) if s.any() else None,

@@ -1,0 +1,141 @@
+"""Per-image hashes: pHash, dHash and the sha256 of the decoded pixels, cached in ``image_hashes``.
+
+A row is reused only while its ``hasher`` equals ``HASHER``; rows from another hasher are
+recomputed. Images that cannot be decoded get a row with ``error`` set and no hashes; a blob
+that cannot be read is not cached (it may come back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from imgdb.errors import DecodeError
+from imgdb.progress import NullProgress, Progress
+from imgdb.store import Store, utcnow
+
+#: Identifies how image_hashes rows were computed; rows from another hasher are recomputed.
+HASHER = "imagehash4-phash8-dhash8+rgb-sha256-v1"
+
+
+@dataclass
+class ImageHashes:
+    phash: int | None  # 64-bit DCT perceptual hash (imagehash.phash)
+    dhash: int | None  # 64-bit difference hash
+    pixel_sha256: str | None  # sha256 of size + decoded RGB pixels
+    error: str | None = None  # why there are no hashes ("unreadable" or a decode reason)
+
+
+def hash_image(image: Any) -> ImageHashes:
+    """pHash, dHash and pixel sha256 of a decoded RGB ``PIL.Image``."""
+    import imagehash
+
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    w, h = rgb.size
+    digest = hashlib.sha256(f"{w}x{h}:RGB:".encode())
+    digest.update(rgb.tobytes())
+    gray = rgb.convert("L")  # both hashes start from luminance; convert once
+    return ImageHashes(
+        bits_to_int(imagehash.phash(gray).hash), bits_to_int(imagehash.dhash(gray).hash), digest.hexdigest()
+    )
+
+
+def hash_bytes(data: bytes) -> ImageHashes:
+    """Hashes of an encoded image, decoded at full size (``decode``: EXIF-rotated, alpha on white)."""
+    from imgdb.imaging.decode import decode
+
+    try:
+        return hash_image(decode(data).image)
+    except DecodeError as exc:
+        return ImageHashes(None, None, None, exc.reason)
+
+
+# ---------------------------------------------------------------------------------------
+# bit helpers
+
+
+def bits_to_int(bits: np.ndarray) -> int:
+    """A boolean bit array as an int: row-major, first bit most significant.
+
+    The same value as ``int(str(imagehash_obj), 16)``.
+    """
+    return int.from_bytes(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes(), "big")
+
+
+def hamming(a: int, b: int) -> int:
+    """Bits that differ between two hashes."""
+    return bin(a ^ b).count("1")
+
+
+# ---------------------------------------------------------------------------------------
+# the cache
+
+
+def compute_hashes(
+    store: Store, ids: Sequence[str] | None = None, *, workers: int | None = None, progress: Progress | None = None
+) -> dict[str, ImageHashes]:
+    """Hashes for ``ids`` (default: every image), computing and caching the missing ones.
+
+    Decoding is the cost (full size, since pixel identity needs every pixel), so it runs in
+    a thread pool (Pillow releases the GIL) and is written in chunks: an interrupted run
+    keeps what it computed. A read-only store computes in memory and caches nothing.
+    """
+    ids = sorted(store.image_ids()) if ids is None else list(ids)
+    cached: dict[str, ImageHashes] = {}
+    for image_id, ph, dh, px, err in store.query(
+        "SELECT image_id, phash, dhash, pixel_sha256, error FROM image_hashes WHERE hasher = ?", [HASHER]
+    ):
+        cached[image_id] = ImageHashes(ph, dh, px, err)
+    missing = [i for i in ids if i not in cached]
+    progress = progress or NullProgress()
+    progress.found("hash", len(missing))
+    workers = workers or min(4, os.cpu_count() or 1)
+    chunk = 256
+    with ThreadPoolExecutor(workers, thread_name_prefix="imgdb-hash") as pool:
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            results = list(pool.map(lambda i: _hash_stored(store, i), part))
+            cached.update(zip(part, results))
+            # A missing blob may come back (restored backup): only decode outcomes are cached.
+            keep = [(i, h) for i, h in zip(part, results) if h.error != "unreadable"]
+            if store.write and keep:
+                _save_hashes(store, [i for i, _ in keep], [h for _, h in keep])
+            progress.done("hash", len(part))
+    return {i: cached[i] for i in ids}
+
+
+def cached_count(store: Store) -> int:
+    """How many images have hashes cached by the current ``HASHER``."""
+    return int(store.query("SELECT count(*) FROM image_hashes WHERE hasher = ?", [HASHER])[0][0])
+
+
+def _hash_stored(store: Store, image_id: str) -> ImageHashes:
+    try:
+        data = store.read_blob(image_id)
+    except OSError:
+        return ImageHashes(None, None, None, "unreadable")
+    return hash_bytes(data)
+
+
+def _save_hashes(store: Store, ids: list[str], hashes: list[ImageHashes]) -> None:
+    now = utcnow()
+    store.query(
+        "INSERT OR REPLACE INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) "
+        "SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), unnest(?::VARCHAR[]), ?, "
+        "unnest(?::VARCHAR[]), ?",
+        [
+            ids,
+            [h.phash for h in hashes],
+            [h.dhash for h in hashes],
+            [h.pixel_sha256 for h in hashes],
+            HASHER,
+            [h.error for h in hashes],
+            now,
+        ],
+    )

@@ -1,0 +1,282 @@
+"""Pair finding on arrays: every function returns index pairs ``i < j`` into the caller's arrays.
+
+``equal_pairs``     every pair of equal, non-None keys.
+``hash_pairs``      64-bit hashes within a Hamming distance, by band bucketing: with t bits
+                    allowed, of t + 1 bands at least one is equal in any pair within the
+                    distance (pigeonhole). When an estimate of the bucket sizes says a
+                    blocked brute force would check fewer pairs, that runs instead.
+``embedding_pairs`` L2-normalised vectors with cosine >= t, exactly: a blocked product on
+                    (PCA-k projection + residual norm) vectors bounds every cosine from
+                    above (Cauchy-Schwarz on the residual), so no pair >= t is missed, and
+                    only candidates over the bound are re-scored at full dimension.
+
+No function holds an N x N matrix; memory is bounded by a block or chunk size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def popcount64(x: np.ndarray) -> np.ndarray:
+    """Set bits of each 64-bit value (int16), e.g. Hamming distances of XORed hashes."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x).astype(np.int16)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int16)
+    return table[x.view(np.uint8).reshape(-1, 8)].sum(axis=1, dtype=np.int16)
+
+
+def _run_pairs(
+    order: np.ndarray, starts: np.ndarray, counts: np.ndarray, max_pairs: int
+) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """All (order[p], order[q]), p < q, inside each run [start, start + count), in bounded chunks."""
+    keep = counts >= 2
+    starts, counts = starts[keep], counts[keep]
+    if not len(starts):
+        return
+    # For every position inside a run: how many later positions of the same run it pairs with.
+    pos = _positions(starts, counts)
+    ends = np.repeat(starts + counts, counts)
+    after = ends - pos - 1
+    cum = np.cumsum(after)
+    lo = 0
+    while lo < len(pos):
+        hi = int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + max_pairs, side="right"))
+        hi = max(hi, lo + 1)  # one huge run still progresses
+        p, n = pos[lo:hi], after[lo:hi]
+        total = int(n.sum())
+        if total:
+            left = np.repeat(p, n)
+            first = np.repeat(np.cumsum(n) - n, n)
+            right = left + 1 + (np.arange(total) - first)
+            yield order[left], order[right]
+        lo = hi
+
+
+def _positions(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated aranges [s, s + c) for every run, vectorised."""
+    total = int(counts.sum())
+    run_first = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + (np.arange(total) - run_first)
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, count) of each run of equal values in a sorted array."""
+    if not len(sorted_keys):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    edges = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate([[0], edges]).astype(np.int64)
+    counts = np.diff(np.concatenate([starts, [len(sorted_keys)]]))
+    return starts, counts
+
+
+def _bands(max_distance: int, bits: int = 64) -> list[tuple[int, int]]:
+    """(shift, width) of max_distance + 1 bands covering the bits as evenly as possible."""
+    n = min(bits, max_distance + 1)
+    widths = [bits // n + (1 if i < bits % n else 0) for i in range(n)]
+    out, shift = [], 0
+    for w in widths:
+        out.append((shift, w))
+        shift += w
+    return out
+
+
+def hash_pairs(
+    hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of 64-bit hashes within ``max_distance`` bits, and their distances.
+
+    Identical hash values are collapsed first (any number of equal hashes cost one bucket
+    entry), then the distinct values are searched by bands: of ``max_distance + 1``
+    bands at least one is equal in any pair within the distance (pigeonhole), so only pairs
+    sharing a band value are checked. When the buckets are so full that this would check
+    more pairs than brute force, a blocked brute force runs instead. Memory stays bounded by
+    ``max_chunk`` candidate pairs at a time.
+    """
+    h = np.asarray(hashes, dtype=np.uint64)
+    empty = np.zeros(0, np.int64)
+    if len(h) < 2:
+        return empty, empty, empty.astype(np.int16)
+    uniq, inverse = np.unique(h, return_inverse=True)
+    m = len(uniq)
+    us, vs, ds = [], [], []
+    bands = _bands(max_distance)
+    band_keys = []
+    estimate = 0
+    for shift, width in bands:
+        key = (uniq >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        order = np.argsort(key, kind="stable")
+        starts, counts = _runs(key[order])
+        band_keys.append((order, starts, counts))
+        estimate += int((counts * (counts - 1) // 2).sum())
+    if estimate * 3 > m * (m - 1) // 2:  # buckets too full: brute force is cheaper
+        block = max(1, max_chunk // max(m, 1))
+        for r0 in range(0, m, block):
+            r1 = min(m, r0 + block)
+            d = popcount64(uniq[r0:r1, None] ^ uniq[None, r0:]).reshape(r1 - r0, m - r0)
+            ii, jj = np.nonzero(d <= max_distance)
+            ok = jj > ii
+            us.append(ii[ok] + r0)
+            vs.append(jj[ok] + r0)
+            ds.append(d[ii[ok], jj[ok]])
+    else:
+        for order, starts, counts in band_keys:
+            for a, b in _run_pairs(order, starts, counts, max_chunk):
+                d = popcount64(uniq[a] ^ uniq[b])
+                ok = d <= max_distance
+                us.append(np.minimum(a[ok], b[ok]))
+                vs.append(np.maximum(a[ok], b[ok]))
+                ds.append(d[ok])
+    u = np.concatenate(us) if us else empty
+    v = np.concatenate(vs) if vs else empty
+    d = np.concatenate(ds) if ds else empty.astype(np.int16)
+    if len(u):  # a pair equal in several bands was found several times
+        _, first = np.unique(u.astype(np.int64) * m + v, return_index=True)
+        u, v, d = u[first], v[first], d[first]
+    # Expand distinct-value pairs back to image pairs, plus pairs inside equal-value classes.
+    img_order = np.argsort(inverse, kind="stable")
+    cstart, ccount = _runs(inverse[img_order])
+    ia, ib, dist = _expand(img_order, cstart, ccount, u, v, d)
+    parts_a, parts_b, parts_d = [ia], [ib], [dist]
+    for a, b in _run_pairs(img_order, cstart, ccount, max_chunk):
+        parts_a.append(a)
+        parts_b.append(b)
+        parts_d.append(np.zeros(len(a), np.int16))
+    a, b, dist = np.concatenate(parts_a), np.concatenate(parts_b), np.concatenate(parts_d)
+    return np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), dist.astype(np.int16)
+
+
+def _expand(
+    img_order: np.ndarray, cstart: np.ndarray, ccount: np.ndarray, u: np.ndarray, v: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every image pair (x in class u, y in class v) for each value pair (u, v)."""
+    if not len(u):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty.astype(np.int16)
+    cu, cv = ccount[u], ccount[v]
+    if (cu == 1).all() and (cv == 1).all():  # the usual case: distinct hashes
+        return img_order[cstart[u]], img_order[cstart[v]], d
+    tot = cu * cv
+    rep = np.repeat(np.arange(len(u)), tot)
+    k = np.arange(int(tot.sum())) - np.repeat(np.cumsum(tot) - tot, tot)
+    a = img_order[cstart[u][rep] + k // cv[rep]]
+    b = img_order[cstart[v][rep] + k % cv[rep]]
+    return a, b, d[rep]
+
+
+def equal_pairs(keys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) with equal, non-None keys (every pair of each class)."""
+    classes: dict[Hashable, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k is not None:
+            classes.setdefault(k, []).append(i)
+    a: list[int] = []
+    b: list[int] = []
+    for members in classes.values():
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                a.append(members[x])
+                b.append(members[y])
+    return np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+
+
+def embedding_pairs(
+    vectors: np.ndarray,
+    cosine_min: float,
+    *,
+    reduced_dim: int = 128,
+    block_rows: int = 2048,
+    block_cols: int = 4096,
+    sample: int = 20000,
+    stats: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (i < j) whose cosine is >= ``cosine_min``, exactly, without an N x N matrix.
+
+    ``vectors`` must be L2-normalised rows. With P an orthonormal d x k basis (top
+    principal directions of the uncentred vectors, fitted on a sample), each vector splits
+    as x = P z + r with r orthogonal to P, so x.y = z_x.z_y + r_x.r_y <= z_x.z_y + |r_x||r_y|
+    (Cauchy-Schwarz). Appending |r| to z makes that bound a plain dot product: a blocked
+    (k + 1)-d matrix product finds every candidate, and only candidates are re-scored in the
+    full dimension. Nothing is approximate: recall is 1 by construction. A tile whose
+    candidates are too dense to gather cheaply is re-scored as a full-dimension tile instead.
+    """
+    X = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = X.shape
+    empty = np.zeros(0, np.int64)
+    st = stats if stats is not None else {}
+    if n < 2:
+        return empty, empty, np.zeros(0, np.float32)
+    eps = 1e-4  # float32 rounding in the bound
+    if reduced_dim and dim > 2 * reduced_dim and n > block_rows:
+        Z = _bounding_projection(X, reduced_dim, sample)
+        bound_thr = cosine_min - eps
+    else:
+        Z, bound_thr = X, cosine_min
+    out_a, out_b, out_s = [], [], []
+    candidates = dense_tiles = 0
+    # Tiles are sized (2048 x 4096 float32: 32 MB) to stay mostly in cache for the threshold
+    # scan that follows each product (timings: see docs/evaluation.md).
+    buf = np.empty((block_rows, block_cols), dtype=np.float32)
+    for r0 in range(0, n, block_rows):
+        r1 = min(n, r0 + block_rows)
+        rows = Z[r0:r1]
+        for c0 in range(r0, n, block_cols):
+            c1 = min(n, c0 + block_cols)
+            tile = buf[: r1 - r0, : c1 - c0]
+            np.matmul(rows, Z[c0:c1].T, out=tile)
+            flat = np.flatnonzero(tile >= bound_thr)
+            if not len(flat):
+                continue
+            ii = flat // (c1 - c0) + r0
+            jj = flat % (c1 - c0) + c0
+            upper = jj > ii
+            ii, jj = ii[upper], jj[upper]
+            if Z is X:  # no projection: the tile already holds exact cosines
+                out_a.append(ii)
+                out_b.append(jj)
+                out_s.append(tile[ii - r0, jj - c0])
+                continue
+            candidates += len(ii)
+            if len(ii) > 0.02 * tile.size:
+                # Dense: one exact full-dimension tile beats gathering this many rows.
+                dense_tiles += 1
+                exact = X[r0:r1] @ X[c0:c1].T
+                ii, jj = np.nonzero(exact >= cosine_min)
+                upper = jj + c0 > ii + r0
+                ii, jj = ii[upper], jj[upper]
+                out_a.append(ii + r0)
+                out_b.append(jj + c0)
+                out_s.append(exact[ii, jj])
+                continue
+            for s0 in range(0, len(ii), 1 << 16):  # re-score candidates at full dimension
+                a, b = ii[s0 : s0 + (1 << 16)], jj[s0 : s0 + (1 << 16)]
+                score = np.einsum("ij,ij->i", X[a], X[b])
+                ok = score >= cosine_min
+                out_a.append(a[ok])
+                out_b.append(b[ok])
+                out_s.append(score[ok])
+    st.update(candidates=candidates, dense_tiles=dense_tiles, reduced_dim=Z.shape[1] if Z is not X else None)
+    if not out_a:
+        return empty, empty, np.zeros(0, np.float32)
+    return (
+        np.concatenate(out_a).astype(np.int64),
+        np.concatenate(out_b).astype(np.int64),
+        np.concatenate(out_s).astype(np.float32),
+    )
+
+
+def _bounding_projection(X: np.ndarray, k: int, sample: int) -> np.ndarray:
+    """[X P, |X - X P P^T|]: the (k + 1)-d vectors whose dot products bound the cosines."""
+    n = len(X)
+    rng = np.random.default_rng(0)  # deterministic basis: same store, same candidates
+    S = X[np.sort(rng.choice(n, size=min(n, sample), replace=False))]
+    _w, V = np.linalg.eigh((S.T @ S).astype(np.float64))
+    P = np.ascontiguousarray(V[:, ::-1][:, :k], dtype=np.float32)
+    Z = X @ P
+    resid = np.sqrt(np.maximum(0.0, np.einsum("ij,ij->i", X, X) - np.einsum("ij,ij->i", Z, Z)))
+    # Inflate by a hair so float32 rounding can never make the bound undershoot.
+    return np.hstack([Z, (resid * (1 + 1e-4) + 1e-4)[:, None]]).astype(np.float32)
