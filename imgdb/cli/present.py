@@ -150,7 +150,7 @@ def dupe_groups(result: Any) -> None:
         lines = []
         for m in g.members:
             mark = "keep " if m.image_id == g.keep_id else f"{m.stage} {m.score:.3f} " if m.score is not None else ""
-            where = m.sources[0] if m.sources else ""
+            where = m.source or ""
             more = f" (+{len(m.sources) - 1} more)" if len(m.sources) > 1 else ""
             lines.append(f"{mark}{m.image_id[:12]} {m.width}x{m.height} {where}{more}")
         table.add_row(str(g.group_id), str(g.size), g.stage, f"{g.best_score:.3f}", "\n".join(lines))

@@ -29,11 +29,21 @@ class Member:
     sources: list[str]  # every place it was found, first seen first
     stage: str | None = None  # how this member matches the kept one; None for the kept one
     score: float | None = None
+    source: str | None = None  # the representative source every command shows
 
     @classmethod
     def from_info(cls, info: ImageInfo) -> Member:
         """A member as ``Store.describe(..., all_sources=True)`` describes the image."""
-        return cls(info.id, info.width, info.height, info.bytes, info.format, info.added_at, list(info.sources))
+        return cls(
+            info.id,
+            info.width,
+            info.height,
+            info.bytes,
+            info.format,
+            info.added_at,
+            list(info.sources),
+            source=info.source,
+        )
 
     @classmethod
     def unknown(cls, image_id: str) -> Member:
