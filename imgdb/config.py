@@ -47,7 +47,14 @@ def cluster_threads() -> int:
 
 
 def models_dir() -> Path:
-    """Folder holding the bundled ONNX model and its JSON spec."""
+    """Folder holding the bundled ONNX model and its JSON spec.
+
+    In a source checkout that is the top-level ``models/`` beside the package; an
+    installed wheel carries the same files as the ``imgdb.models`` package.
+    """
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    if (checkout / f"{DEFAULT_MODEL}.json").is_file():
+        return checkout
     from importlib.resources import files
 
     return Path(str(files("imgdb.models")))

@@ -152,3 +152,18 @@ def test_model_spec_errors_are_clear(tmp_path):
     (tmp_path / "m.json").write_text("{not json")
     with pytest.raises(ModelError, match="bad model spec"):
         ModelSpec.load(tmp_path / "m.json")
+
+
+def test_the_bundled_model_is_found_from_a_source_checkout_without_installing(tmp_path):
+    """``python -S`` with the checkout on sys.path: no site-packages, no editable install."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    code = (
+        f"import sys; sys.path.insert(0, {str(checkout)!r}); from imgdb.config import models_dir; print(models_dir())"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    found = Path(out.stdout.strip())
+    assert found == checkout / "models" and (found / "efficientnet-lite0.onnx").is_file()
