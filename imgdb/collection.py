@@ -4,22 +4,28 @@
 
     with imgdb.open("shop-images", mode="w") as images:
         images.ingest(["https://shop.example/products/"])
+        result = images.find_dupes()
+        run = images.fit_clusters(k="auto")
+    with imgdb.open("shop-images") as images:
         query, matches = images.similar("photo.jpg", k=5)
-        result = images.dupes()
-        run = images.cluster(k="auto")
         columns, rows = images.sql("SELECT format, count(*) FROM images GROUP BY 1")
 
-Every CLI command and the web app call these methods and nothing below them. A
-collection opened with ``mode="r"`` never writes: methods that would raise
-``ReadOnlyStore``. The model (``model=``: an ONNX file with its JSON spec, or None for the
-bundled one) is loaded on first use and kept.
+Verbs do work (``ingest``, ``find_dupes``, ``fit_clusters``, ``reject``); nouns read what
+is saved (``dupes``, ``clusters``, ``info``). Every CLI command calls these methods and
+nothing below them. A collection opened with ``mode="r"`` does not write: the methods that
+would raise ``ReadOnlyStore`` (the one exception: a store made by an older imgdb is
+migrated once when first opened). Users' SQL (``sql`` and ``where=``) only ever runs on a
+read-only connection. The model (``model=``: an ONNX file with its JSON spec, or None for
+the bundled one) is loaded on first use and kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from imgdb.config import default_store_path
 from imgdb.errors import UsageError
@@ -95,21 +101,17 @@ class Collection:
             raise UsageError("sql needs the collection opened read-only (mode='r')")
         return run_sql(self.store, query)
 
-    def similar(
-        self, query: str, *, k: int = 10, where: str | None = None, add: bool = False
-    ) -> tuple[Query, list[Match]]:
+    def similar(self, query: str, *, k: int = 10, where: str | None = None) -> tuple[Query, list[Match]]:
         """The ``k`` stored images nearest to a file, an image URL or a stored id (prefix).
 
-        ``where`` filters by a SQL predicate over the ``image_sources`` view. ``add`` also
-        stores the query image first (needs ``mode="w"``).
+        ``where`` filters by a SQL predicate over the ``image_sources`` view; like ``sql``,
+        it needs a read-only collection. A query that is not stored is embedded, not stored.
         """
         from imgdb import search
 
-        if add and self.store.image_by_prefix(query) is None:
-            if Path(query).is_dir():
-                raise UsageError(f"{query} is a folder: --add stores one image; use `imgdb ingest` for folders")
-            self.ingest([query])
-        return search.similar(self.store, query, self.spec, lambda: self.model, k=k, where=where)
+        if where is not None and self.store.write:
+            raise UsageError("a --where filter needs the collection opened read-only (mode='r')")
+        return search.similar(self.store, query, self.spec, lambda: self.model, read_query, k=k, where=where)
 
     # -- writing ------------------------------------------------------------------
 
@@ -124,16 +126,24 @@ class Collection:
             raise UsageError("nothing to ingest: give a URL, a folder or files")
         return ingest(self.store, targets, self.model, options, progress)
 
+    def add_query(self, query: str) -> None:
+        """Store a query image (a file or an image URL) unless it is stored already."""
+        if self.store.image_by_prefix(query) is not None:
+            return
+        if Path(query).is_dir():
+            raise UsageError(f"{query} is a folder: --add stores one image; use `imgdb ingest` for folders")
+        self.ingest([query])
+
     # -- duplicates ---------------------------------------------------------------
 
-    def dupes(self, *, progress: Progress | None = None, **options: Any) -> DupeResult:
+    def find_dupes(self, *, progress: Progress | None = None, **options: Any) -> DupeResult:
         """Find near-duplicate groups and save them as a new run (see ``dedup.find``)."""
         from imgdb import dedup
 
         self.store.require_write()
         return dedup.find(self.store, progress=progress, **options)
 
-    def dupe_groups(self, run: int | None = None) -> list[Group]:
+    def dupes(self, run: int | None = None) -> list[Group]:
         """The groups of a saved dupes run (default: the latest)."""
         from imgdb import dedup
 
@@ -162,8 +172,9 @@ class Collection:
 
     # -- clusters -----------------------------------------------------------------
 
-    def cluster(self, **options: Any) -> ClusterRun:
-        """Cluster every image and save the run (see ``clustering.fit`` for the options)."""
+    def fit_clusters(self, **options: Any) -> ClusterRun:
+        """Cluster every image and save the run (see ``clustering.fit`` for the options);
+        ``save=False`` computes without saving, which a read-only collection may do."""
         from imgdb import clustering
 
         if options.get("save", True):
@@ -177,10 +188,15 @@ class Collection:
         return clustering.compare(self.store, **options)
 
     def plot_clusters(self, run: ClusterRun, to: str | Path | None = None) -> list[Path]:
-        """The run's PNG plots, by default in ``<store>/plots/run-N``."""
+        """The run's PNG plots in ``to``, by default in the store's ``plots/run-N``."""
         from imgdb import clustering
 
-        return clustering.plot(run, Path(to) if to is not None else self.path / "plots" / f"run-{run.run_id}")
+        if to is None:
+            if run.run_id is None:
+                raise UsageError("an unsaved run has no folder in the store: give the plots a folder")
+            self.store.require_write()
+            to = self.path / "plots" / f"run-{run.run_id}"
+        return clustering.plot(run, Path(to))
 
     def clusters(self, run: int | None = None) -> tuple[int, list[ClusterSummary]]:
         """A saved run's id and its clusters: size, medoid, top sites (default: the latest run)."""
@@ -197,3 +213,23 @@ class Collection:
         run_id = clustering.resolve_run(self.store, run)
         top_sites = {c.cluster: c.top_sites for c in clustering.show(self.store, run_id)}
         return export_clusters(self.store, run_id, to, mode, top_sites=top_sites)
+
+
+def read_query(query: str) -> bytes:
+    """The bytes of a query image: an http(s) URL (fetched politely) or a file."""
+    if urlsplit(query).scheme in ("http", "https"):
+        return asyncio.run(_fetch(query))
+    path = Path(query)
+    if not path.is_file():
+        raise UsageError(f"{query} is not a stored image id, an image file or an http(s) URL")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {query}: {exc.strerror}") from None
+
+
+async def _fetch(url: str) -> bytes:
+    from imgdb.acquire.fetch import Fetcher
+
+    async with Fetcher() as fetcher:
+        return (await fetcher.get(url, kind="image")).content

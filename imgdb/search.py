@@ -17,13 +17,10 @@ itself from its results.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -63,11 +60,14 @@ class Query:
     label: str
 
 
-def load_query(store: Store, query: str, spec: ModelSpec, model: Callable[[], Model]) -> Query:
-    """Turn FILE|URL|ID into a vector in the store's space for ``spec``."""
+def load_query(
+    store: Store, query: str, spec: ModelSpec, model: Callable[[], Model], read: Callable[[str], bytes]
+) -> Query:
+    """Turn a stored id (or prefix), or whatever ``read(query)`` returns the bytes of, into a
+    vector in the store's space for ``spec``."""
     image_id = store.image_by_prefix(query)
     if image_id is None:
-        data = _query_bytes(query)
+        data = read(query)
         digest = hashlib.sha256(data).hexdigest()
         if digest in store.get_vectors(spec.key, [digest]):
             image_id = digest
@@ -81,25 +81,6 @@ def load_query(store: Store, query: str, spec: ModelSpec, model: Callable[[], Mo
     if image_id not in vectors:
         raise UsageError(f"image {image_id[:12]} has no vector for model {spec.key}; ingest it with that model")
     return Query(vectors[image_id], image_id, query)
-
-
-def _query_bytes(query: str) -> bytes:
-    if urlsplit(query).scheme in ("http", "https"):
-        return asyncio.run(_fetch(query))
-    path = Path(query)
-    if not path.is_file():
-        raise UsageError(f"{query} is not a stored image id, an image file or an http(s) URL")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {query}: {exc.strerror}") from None
-
-
-async def _fetch(url: str) -> bytes:
-    from imgdb.acquire.fetch import Fetcher
-
-    async with Fetcher() as fetcher:
-        return (await fetcher.get(url, kind="image")).content
 
 
 def search(
@@ -181,20 +162,21 @@ def similar(
     query: str,
     spec: ModelSpec,
     model: Callable[[], Model],
+    read: Callable[[str], bytes],
     *,
     k: int = 10,
     where: str | None = None,
 ) -> tuple[Query, list[Match]]:
-    """The query resolved and its k nearest stored images; ``model()`` is called only for
-    a query that is not in the store (its vector is computed, not stored)."""
+    """The query resolved and its k nearest stored images. ``read(query)`` gives the bytes
+    of a query that is not a stored id, and ``model()`` embeds it (it is not stored)."""
     if not store.query("SELECT 1 FROM models WHERE key = ?", [spec.key]):
         raise UsageError(f"the store has no vectors for model {spec.key}; ingest with --model first")
-    q = load_query(store, query, spec, model)
+    q = load_query(store, query, spec, model, read)
     hits = search(store, spec.key, q.vector, k=k, exclude=q.id, where=where)
-    return q, describe(store, hits)
+    return q, _matches(store, hits)
 
 
-def describe(store: Store, hits: list[tuple[str, float]]) -> list[Match]:
+def _matches(store: Store, hits: list[tuple[str, float]]) -> list[Match]:
     info = store.describe([h[0] for h in hits])
     matches: list[Match] = []
     # A vector without an images row (a killed ingest a writer has not repaired yet) is skipped.

@@ -19,14 +19,14 @@ For every label set it reports NMI and ARI (scikit-learn) of:
 
 * ``true-k``        KMeans / agglomerative at k = number of classes;
 * ``recipe-A``      KMeans, k by the elbow (Kneedle) of the distortion curve over the range;
-* ``recipe-B``      the best silhouette over methods x k (``cluster.compare``);
+* ``recipe-B``      the best silhouette over methods x k (``clustering.compare``);
 * ``imgdb-peak``    KMeans / agglomerative, k by imgdb's "peak" rule (the default);
 * ``silhouette``    KMeans, k by plain silhouette argmax (recipe B restricted to KMeans);
 
 and, per seed in ``--seeds``, the k each rule picks (is the choice stable?).
 
 ``--synthetic N`` builds a store of N random unit vectors (``--dim``, drawn around
-``--classes`` centres) and times ``cluster.fit(k="auto")`` end to end for each of
+``--classes`` centres) and times ``clustering.fit(k="auto")`` end to end for each of
 ``--synthetic-methods``: load from LanceDB, PCA, k sweep, final fit and saving the run.
 Target: under 120 s for 100,000 x 1280 with KMeans.
 
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from imgdb import clustering as cluster
+from imgdb import clustering, config
 from imgdb.eval import metrics
 from imgdb.eval.labels import Labels, read_labels
 from imgdb.store import Store
@@ -129,8 +129,8 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
         raise SystemExit(str(e)) from None
     columns = list(labels.columns)
     id_labels, unmatched = image_labels(store, labels)
-    model = cluster.default_model(store)
-    ids_all, vecs_all = cluster.load_vectors(store, model)
+    model = clustering.default_model(store)
+    ids_all, vecs_all = store.all_vectors(model)
     keep = [i for i, image_id in enumerate(ids_all) if image_id in id_labels]
     ids, vecs = [ids_all[i] for i in keep], vecs_all[keep]
     data = (ids, vecs)
@@ -142,7 +142,7 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
 
     fits: list[dict[str, Any]] = []
 
-    def record(setting: str, run: cluster.ClusterRun, seconds: float, for_label: str | None = None) -> None:
+    def record(setting: str, run: clustering.ClusterRun, seconds: float, for_label: str | None = None) -> None:
         row = {
             "setting": setting,
             "method": run.method,
@@ -160,13 +160,13 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
             file=sys.stderr,
         )
 
-    def timed_fit(**kw: Any) -> tuple[cluster.ClusterRun, float]:
+    def timed_fit(**kw: Any) -> tuple[clustering.ClusterRun, float]:
         t0 = time.perf_counter()
-        run = cluster.fit(store, **{**common, **kw})
+        run = clustering.fit(store, **{**common, **kw})
         return run, time.perf_counter() - t0
 
     # The k sweeps (seed 0) and the fits at each rule's k.
-    sweeps: dict[str, cluster.ClusterRun] = {}
+    sweeps: dict[str, clustering.ClusterRun] = {}
     for method in ("kmeans", "agglomerative"):
         run, secs = timed_fit(method=method, k="auto", select="peak", seed=0)
         sweeps[method] = run
@@ -178,7 +178,7 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
         run.select_rule = rule
         record(setting, run, secs)
     t0 = time.perf_counter()
-    cmp = cluster.compare(store, methods=("kmeans", "agglomerative"), pca=args.pca, k_range=k_range, data=data)
+    cmp = clustering.compare(store, methods=("kmeans", "agglomerative"), pca=args.pca, k_range=k_range, data=data)
     t_cmp = time.perf_counter() - t0
     run, secs = timed_fit(method=cmp.winner.method, k=cmp.winner.k, seed=0)
     run.select_rule = "compare"
@@ -195,7 +195,7 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
         run, secs = timed_fit(method="kmeans", k="auto", select="peak", seed=seed)
         entry: dict[str, Any] = {"k": dict(run.choices), "seconds": round(secs, 2)}
         for rule, k in run.choices.items():
-            r = run if k == run.k else cluster.fit(store, **{**common, "method": "kmeans", "k": k, "seed": seed})
+            r = run if k == run.k else clustering.fit(store, **{**common, "method": "kmeans", "k": k, "seed": seed})
             entry[rule] = {c: scores(t, r.labels) for c, t in truth.items()}
         per_seed[str(seed)] = entry
         print(f"  seed {seed}: {entry['k']}", file=sys.stderr)
@@ -210,7 +210,7 @@ def evaluate(store: Store, folder: Path, labels_csv: Path, args: argparse.Namesp
         "model": model,
         "k_range": list(k_range),
         "pca": args.pca,
-        "curves": {m: cluster.scores_table(r) for m, r in sweeps.items()},
+        "curves": {m: clustering.scores_table(r) for m, r in sweeps.items()},
         "compare": {"winner": vars(cmp.winner), "peak": cmp.peak, "rows": [vars(r) for r in cmp.rows]},
         "fits": fits,
         "seeds": per_seed,
@@ -271,7 +271,9 @@ def synthetic(n: int, dim: int, classes: int, synthetic_methods: list[str], seed
             store.register_model(spec)
             store.add_vectors(spec.key, ids, vectors)
             store.query(
-                "INSERT INTO images SELECT unnest(?::VARCHAR[]), 1, 1, 'SYNTH', 0, ?, now(), NULL", [ids, spec.key]
+                "INSERT INTO images (id, width, height, format, bytes, model, added_at) "
+                "SELECT unnest(?::VARCHAR[]), 1, 1, 'SYNTH', 0, ?, now()",
+                [ids, spec.key],
             )
         build = time.perf_counter() - t0
         del vectors
@@ -281,7 +283,7 @@ def synthetic(n: int, dim: int, classes: int, synthetic_methods: list[str], seed
         with Store.open(Path(tmp) / "db", write=True) as store:
             for method in synthetic_methods:
                 t0 = time.perf_counter()
-                run = cluster.fit(store, method=method, k="auto")
+                run = clustering.fit(store, method=method, k="auto")
                 total = time.perf_counter() - t0
                 saved = store.query("SELECT count(*) FROM cluster_members WHERE run_id = ?", [run.run_id])[0][0]
                 nmi = metrics.nmi(truth[[pos[i] for i in run.ids]], run.labels)
@@ -312,7 +314,7 @@ def synthetic(n: int, dim: int, classes: int, synthetic_methods: list[str], seed
         "target_seconds": TARGET_SECONDS,
         "methods": methods,
         "cpus": os.cpu_count(),
-        "threads": os.environ.get("IMGDB_CLUSTER_THREADS", "1"),
+        "threads": config.cluster_threads(),
     }
 
 
@@ -325,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("labels_csv", nargs="?", type=Path, help="CSV: path column + label columns")
     ap.add_argument("--db", type=Path, help="store to ingest into / re-use (default: a temp store)")
     ap.add_argument("--labels", help="label columns, comma-separated (default: see above)")
-    ap.add_argument("--k-range", nargs=2, type=int, default=list(cluster.DEFAULT_K_RANGE), metavar=("LOW", "HIGH"))
+    ap.add_argument("--k-range", nargs=2, type=int, default=list(clustering.DEFAULT_K_RANGE), metavar=("LOW", "HIGH"))
     ap.add_argument("--pca", type=int, default=100)
     ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     ap.add_argument("--synthetic", type=int, metavar="N", help="also time fit k=auto on N synthetic vectors")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
-from imgdb import clustering as cluster
-from imgdb.errors import UsageError
+from imgdb import clustering
+from imgdb.errors import ReadOnlyStore, UsageError
 from imgdb.store import Store
 from tests import images
 
@@ -85,11 +85,11 @@ KS = list(range(2, 31))
 
 def family_of(store: Store) -> dict[str, int]:
     """image id -> family number, from the folder each image was ingested from."""
-    rows = store.query("SELECT image_id, source FROM sources")
+    rows = store.query("SELECT image_id, source FROM sources WHERE kind = 'file'")  # other tests add web sources
     return {image_id: int(Path(source).parent.name.split("-")[1]) for image_id, source in rows}
 
 
-def nmi(store: Store, run: cluster.ClusterRun) -> float:
+def nmi(store: Store, run: clustering.ClusterRun) -> float:
     truth = family_of(store)
     return normalized_mutual_info_score([truth[i] for i in run.ids], run.labels)
 
@@ -99,59 +99,59 @@ def nmi(store: Store, run: cluster.ClusterRun) -> float:
 
 def test_elbow_is_kneedle_on_the_monotone_curve():
     ks = list(range(2, 11))
-    assert cluster.choose_k_elbow(ks, [1000, 600, 250, 100, 90, 82, 75, 70, 66]) == 5
+    assert clustering.choose_k_elbow(ks, [1000, 600, 250, 100, 90, 82, 75, 70, 66]) == 5
     # A k-means local optimum (a rise) does not move the elbow: the curve is made monotone.
-    assert cluster.choose_k_elbow(ks, [1000, 600, 250, 100, 90, 95, 75, 70, 66]) == 5
+    assert clustering.choose_k_elbow(ks, [1000, 600, 250, 100, 90, 95, 75, 70, 66]) == 5
     # A straight line has no elbow: the smallest k; too few points: the first.
-    assert cluster.choose_k_elbow(ks, [100 - 10 * i for i in range(9)]) == 2
-    assert cluster.choose_k_elbow([3, 4], [10, 5]) == 3
+    assert clustering.choose_k_elbow(ks, [100 - 10 * i for i in range(9)]) == 2
+    assert clustering.choose_k_elbow([3, 4], [10, 5]) == 3
     # Order of the input does not matter.
-    assert cluster.choose_k_elbow(ks[::-1], [1000, 600, 250, 100, 90, 82, 75, 70, 66][::-1]) == 5
+    assert clustering.choose_k_elbow(ks[::-1], [1000, 600, 250, 100, 90, 82, 75, 70, 66][::-1]) == 5
 
 
 def test_peak_rule_on_measured_curves():
     # Well-separated families: the true k towers over the other local maxima.
-    assert cluster.silhouette_peaks(KS, FAMILY_CURVE) == [6]
-    assert cluster.choose_k_peak(KS, FAMILY_CURVE) == 6
-    assert cluster.choose_k_silhouette(KS, FAMILY_CURVE) == 6
+    assert clustering.silhouette_peaks(KS, FAMILY_CURVE) == [6]
+    assert clustering.choose_k_peak(KS, FAMILY_CURVE) == 6
+    assert clustering.choose_k_silhouette(KS, FAMILY_CURVE) == 6
     # Grocery photos: plain silhouette says k = 2; every local maximum is within the floor
     # (max - 0.1 = 0.113) and the finest one wins.
-    assert cluster.choose_k_silhouette(KS, GROCERY_CURVE) == 2
-    assert cluster.silhouette_peaks(KS, GROCERY_CURVE) == [7, 17, 21, 27, 29]
-    assert cluster.choose_k_peak(KS, GROCERY_CURVE) == 29
+    assert clustering.choose_k_silhouette(KS, GROCERY_CURVE) == 2
+    assert clustering.silhouette_peaks(KS, GROCERY_CURVE) == [7, 17, 21, 27, 29]
+    assert clustering.choose_k_peak(KS, GROCERY_CURVE) == 29
     # A tighter floor keeps only the coarse regime's peak.
-    assert cluster.silhouette_peaks(KS, GROCERY_CURVE, tol=0.05) == [7]
+    assert clustering.silhouette_peaks(KS, GROCERY_CURVE, tol=0.05) == [7]
 
 
 def test_peak_rule_ignores_wiggles_on_a_slope():
     """UKBench-like: one broad hump at the true k, then a slow decline with k-means jitter."""
     ks = list(range(2, 201))
     curve = [0.57 - 0.00003 * (k - 125) ** 2 + 0.006 * np.sin(k * 1.7) for k in ks]
-    assert cluster.silhouette_peaks(ks, curve, window=1) != [125]  # unsmoothed: wiggles are peaks
-    assert abs(cluster.choose_k_peak(ks, curve) - 125) <= 3
-    assert cluster.peak_window(199) == 21 and cluster.peak_window(11) == 3
+    assert clustering.silhouette_peaks(ks, curve, window=1) != [125]  # unsmoothed: wiggles are peaks
+    assert abs(clustering.choose_k_peak(ks, curve) - 125) <= 3
+    assert clustering.peak_window(199) == 21 and clustering.peak_window(11) == 3
 
 
 def test_peak_rule_edges_and_gaps():
     # The first k is never a peak; with no peak at all the argmax is used.
-    assert cluster.choose_k_peak([2, 3, 4, 5], [0.9, 0.5, 0.4, 0.3]) == 2
+    assert clustering.choose_k_peak([2, 3, 4, 5], [0.9, 0.5, 0.4, 0.3]) == 2
     # Still rising at the end of the range: the last k counts (fit warns about it).
-    assert cluster.choose_k_peak([2, 3, 4, 5], [0.1, 0.2, 0.3, 0.35]) == 5
+    assert clustering.choose_k_peak([2, 3, 4, 5], [0.1, 0.2, 0.3, 0.35]) == 5
     # Undefined silhouettes (None) are skipped; a plateau keeps its first k.
-    assert cluster.choose_k_peak([2, 3, 4, 5, 6], [None, 0.5, 0.5, 0.2, None]) == 3
-    assert cluster.choose_k_silhouette([2, 3], [None, None]) == 2
-    assert cluster.choose_k(KS, [1.0] * len(KS), GROCERY_CURVE, "silhouette") == 2
+    assert clustering.choose_k_peak([2, 3, 4, 5, 6], [None, 0.5, 0.5, 0.2, None]) == 3
+    assert clustering.choose_k_silhouette([2, 3], [None, None]) == 2
+    assert clustering.choose_k(KS, [1.0] * len(KS), GROCERY_CURVE, "silhouette") == 2
     with pytest.raises(UsageError):
-        cluster.choose_k(KS, [1.0] * len(KS), GROCERY_CURVE, "gap")
+        clustering.choose_k(KS, [1.0] * len(KS), GROCERY_CURVE, "gap")
 
 
 # ---------------------------------------------------------------------------- fits
 
 
-@pytest.mark.parametrize("method", cluster.METHODS)
+@pytest.mark.parametrize("method", clustering.METHODS)
 def test_families_recovered_at_the_true_k(family_db, method):
     with Store.open(family_db) as store:
-        run = cluster.fit(store, method=method, k=6, save=False)
+        run = clustering.fit(store, method=method, k=6, save=False)
         assert run.k == 6 and len(run.ids) == images.FAMILIES * images.FAMILY_MEMBERS
         assert nmi(store, run) == pytest.approx(1.0)
         assert sorted(run.sizes) == [images.FAMILY_MEMBERS] * 6
@@ -160,7 +160,7 @@ def test_families_recovered_at_the_true_k(family_db, method):
 @pytest.mark.parametrize("method", ["kmeans", "agglomerative"])
 def test_auto_k_finds_the_families(family_db, method):
     with Store.open(family_db) as store:
-        run = cluster.fit(store, method=method, k="auto", k_range=K_RANGE, save=False)
+        run = clustering.fit(store, method=method, k="auto", k_range=K_RANGE, save=False)
         assert run.k == 6, run.scores_json()
         assert run.select_rule == "peak"
         assert run.choices["peak"] == run.choices["silhouette"] == 6
@@ -171,7 +171,7 @@ def test_auto_k_finds_the_families(family_db, method):
 
 def test_fit_is_saved_for_sql_and_later_commands(family_db):
     with Store.open(family_db, write=True) as store:
-        run = cluster.fit(store, k="auto", k_range=K_RANGE)
+        run = clustering.fit(store, k="auto", k_range=K_RANGE)
         assert run.run_id is not None and store.latest_run("clusters") == run.run_id
         (model, method, pca, k, rule, seed, n, params, scores, sil) = store.query(
             "SELECT model, method, pca, k, select_rule, seed, n_images, params, scores, silhouette "
@@ -216,20 +216,20 @@ def test_fit_is_saved_for_sql_and_later_commands(family_db):
                 "SELECT cluster FROM cluster_members WHERE run_id = ? AND image_id = ?", [run.run_id, medoid]
             ) == [(c,)]
         # Reading it back gives the same assignment, and a map for the plot.
-        loaded = cluster.load_run(store, run.run_id)
+        loaded = clustering.load_run(store, run.run_id)
         assert loaded.ids == run.ids and np.array_equal(loaded.labels, run.labels)
         assert loaded.choices == run.choices and loaded.map_xy is not None and loaded.map_xy.shape == (42, 2)
-        assert cluster.list_runs(store)[0]["id"] == run.run_id
+        assert clustering.list_runs(store)[0]["id"] == run.run_id
         # A second save gets a new id and leaves the first alone.
-        second = cluster.fit(store, k=3)
+        second = clustering.fit(store, k=3)
         assert second.run_id == run.run_id + 1
         assert store.query("SELECT count(*) FROM cluster_members WHERE run_id = ?", [run.run_id]) == [(42,)]
 
 
 def test_fit_is_deterministic_for_a_seed(family_db):
     with Store.open(family_db) as store:
-        a = cluster.fit(store, k="auto", k_range=(2, 8), seed=3, save=False, sample=30, silhouette_sample=20)
-        b = cluster.fit(store, k="auto", k_range=(2, 8), seed=3, save=False, sample=30, silhouette_sample=20)
+        a = clustering.fit(store, k="auto", k_range=(2, 8), seed=3, save=False, sample=30, silhouette_sample=20)
+        b = clustering.fit(store, k="auto", k_range=(2, 8), seed=3, save=False, sample=30, silhouette_sample=20)
         assert a.ids == b.ids and np.array_equal(a.labels, b.labels) and a.scores_json() == b.scores_json()
         assert a.medoids == b.medoids
         # Clusters are numbered by size, largest first.
@@ -238,19 +238,19 @@ def test_fit_is_deterministic_for_a_seed(family_db):
 
 def test_samples_cap_the_sweep_but_every_image_is_assigned(family_db):
     with Store.open(family_db) as store:
-        run = cluster.fit(store, k=6, sample=24, silhouette_sample=12, save=False)
+        run = clustering.fit(store, k=6, sample=24, silhouette_sample=12, save=False)
         assert run.params["sample"] == 24 and run.params["silhouette_sample"] == 12
         assert len(run.labels) == 42 and nmi(store, run) == pytest.approx(1.0)
         # Agglomerative above its cap: fitted on a sample, the rest join the nearest mean.
-        agg = cluster.fit(store, method="agglomerative", k=6, agglomerative_max=18, save=False)
+        agg = clustering.fit(store, method="agglomerative", k=6, agglomerative_max=18, save=False)
         assert agg.params["fit_rows"] == 18
         assert len(agg.labels) == 42 and nmi(store, agg) == pytest.approx(1.0)
 
 
 def test_show_lists_clusters_with_medoid_and_sites(family_db):
     with Store.open(family_db, write=True) as store:
-        run = cluster.fit(store, k=6)
-        rows = cluster.show(store, run.run_id)
+        run = clustering.fit(store, k=6)
+        rows = clustering.show(store, run.run_id)
         assert [r.cluster for r in rows] == list(range(6))
         assert sum(r.size for r in rows) == 42
         for r in rows:
@@ -258,23 +258,23 @@ def test_show_lists_clusters_with_medoid_and_sites(family_db):
             assert r.medoid_source and r.medoid_source.endswith(".jpg")
             assert r.top_sites == [("(files)", r.size)]
             assert r.mean_distance > 0
-        assert cluster.show(store)[0].size == rows[0].size  # latest run by default
+        assert clustering.show(store)[0].size == rows[0].size  # latest run by default
 
 
 def test_plots_are_pngs(family_db, tmp_path):
     with Store.open(family_db) as store:
-        run = cluster.fit(store, k="auto", k_range=K_RANGE, save=False)
-        paths = cluster.plot(run, tmp_path / "plots")
+        run = clustering.fit(store, k="auto", k_range=K_RANGE, save=False)
+        paths = clustering.plot(run, tmp_path / "plots")
         assert [p.name for p in paths] == ["run-distortion.png", "run-silhouette.png", "run-map.png"]
         for p in paths:
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
-        fixed = cluster.fit(store, k=4, save=False)
-        assert [p.name for p in cluster.plot(fixed, tmp_path / "fixed")] == ["run-map.png"]
+        fixed = clustering.fit(store, k=4, save=False)
+        assert [p.name for p in clustering.plot(fixed, tmp_path / "fixed")] == ["run-map.png"]
 
 
 def test_compare_runs_the_best_silhouette_grid(family_db):
     with Store.open(family_db) as store:
-        result = cluster.compare(store, k_range=(2, 8))
+        result = clustering.compare(store, k_range=(2, 8))
         assert [(r.method, r.k) for r in result.rows] == [
             (m, k) for m in ("kmeans", "agglomerative") for k in range(2, 9)
         ]
@@ -286,20 +286,20 @@ def test_compare_runs_the_best_silhouette_grid(family_db):
 def test_errors_are_usage_errors(family_db, tmp_path):
     with Store.open(family_db) as store:
         with pytest.raises(UsageError, match="method"):
-            cluster.fit(store, method="dbscan", save=False)
+            clustering.fit(store, method="dbscan", save=False)
         with pytest.raises(UsageError, match="between 2 and 41"):
-            cluster.fit(store, k=42, save=False)
+            clustering.fit(store, k=42, save=False)
         with pytest.raises(UsageError, match="range"):
-            cluster.fit(store, k_range=(5, 3), save=False)
+            clustering.fit(store, k_range=(5, 3), save=False)
         with pytest.raises(UsageError, match="sample size"):
-            cluster.fit(store, k=6, sample=5, save=False)
-        with pytest.raises(UsageError, match="writing"):
-            cluster.fit(store, k=3)
+            clustering.fit(store, k=6, sample=5, save=False)
+        with pytest.raises(ReadOnlyStore, match="writing"):
+            clustering.fit(store, k=3)
         with pytest.raises(UsageError, match="no clustering run 999"):
-            cluster.show(store, 999)
+            clustering.show(store, 999)
     with Store.open(tmp_path / "empty", write=True) as empty:
         assert empty.latest_run("clusters") is None
         with pytest.raises(UsageError, match="no clustering runs"):
-            cluster.show(empty)
+            clustering.show(empty)
         with pytest.raises(UsageError, match="no images"):
-            cluster.fit(empty)
+            clustering.fit(empty)

@@ -29,17 +29,17 @@ def test_the_readme_example_runs(store_path: Path, tmp_path: Path):
     with imgdb.open(store_path, mode="w") as col:
         query, matches = col.similar(str(store_path.parent / "pics" / "p0.jpg"), k=3)
         assert query.id is not None and Path(str(matches[0].source)).name == "p0.png"
-        result = col.dupes()
+        result = col.find_dupes()
         # Each photo and its half-size PNG are one group; no group mixes two photos.
         assert sorted(sorted(Path(m.sources[0]).name for m in g.members) for g in result.groups) == [
             [f"p{s}.jpg", f"p{s}.png"] for s in range(4)
         ]
-        run = col.cluster(k=2, pca=0)
+        run = col.fit_clusters(k=2, pca=0)
         assert run.run_id is not None and col.clusters(run.run_id)[1]
     with imgdb.open(store_path) as col:
         columns, rows = col.sql("SELECT format, count(*) AS n FROM images GROUP BY 1 ORDER BY 1")
         assert columns == ["format", "n"] and rows == [("JPEG", 4), ("PNG", 4)]
-        assert [g.ids for g in col.dupe_groups()] == [g.ids for g in result.groups]
+        assert [g.ids for g in col.dupes()] == [g.ids for g in result.groups]
         assert col.info()["images"] == 8
 
 
@@ -48,13 +48,13 @@ def test_a_read_only_collection_refuses_every_write(store_path: Path):
         with pytest.raises(ReadOnlyStore):
             col.ingest([str(store_path.parent / "pics")])
         with pytest.raises(ReadOnlyStore):
-            col.dupes()
+            col.find_dupes()
         with pytest.raises(ReadOnlyStore):
             col.reject("p0", "p1")
         with pytest.raises(ReadOnlyStore):
-            col.cluster(k=2)
+            col.fit_clusters(k=2)
         # Computing without saving is a read.
-        assert col.cluster(k=2, pca=0, save=False).run_id is None
+        assert col.fit_clusters(k=2, pca=0, save=False).run_id is None
         assert col.similar(str(store_path.parent / "pics" / "p1.jpg"), k=1)[1]
 
 

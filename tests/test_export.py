@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 import imgdb
-from imgdb import clustering as cluster
+from imgdb import clustering
 from imgdb.errors import UsageError
 from imgdb.export import GalleryGroup, export_clusters, safe_filename, write_gallery
 from imgdb.store import SourceRow, Store
@@ -52,7 +53,7 @@ def local_links(index: Path) -> list[Path]:
 
 def fitted(db: Path, k: int) -> int:
     with Store.open(db, write=True) as store:
-        return cluster.fit(store, k=k).run_id  # type: ignore[return-value]
+        return clustering.fit(store, k=k).run_id  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------- names
@@ -90,6 +91,8 @@ def test_safe_filename_of_hostile_url():
 
 
 def test_export_writes_one_folder_per_cluster_sheets_and_gallery(family_db, tmp_path):
+    shutil.copytree(family_db, tmp_path / "db")  # this test adds a source: not to the shared store
+    family_db = tmp_path / "db"
     run_id = fitted(family_db, 6)
     with Store.open(family_db, write=True) as store:
         some_image = store.query(

@@ -129,8 +129,12 @@ def similar(
     from imgdb.cli.present import rows, similar_table
 
     fmt = _fmt(json, csv)
-    with _errors(), imgdb.open(db, "w" if add else "r", model=model) as images:
-        query_info, matches = images.similar(query, k=limit, where=where, add=add)
+    with _errors():
+        if add:
+            with imgdb.open(db, "w", model=model) as images:
+                images.add_query(query)
+        with imgdb.open(db, model=model) as images:
+            query_info, matches = images.similar(query, k=limit, where=where)
     if fmt == "table":
         similar_table(matches, f"nearest to {query_info.label}" + (" (stored)" if query_info.id else ""))
     else:
@@ -176,7 +180,7 @@ def clusters_fit(
         print_json(_asdict(result)) if json else cluster_compare(result)
         return
     with _errors(), imgdb.open(db, "w") as images:
-        run = images.cluster(method=method, pca=pca, k=_k_value(k), k_range=lo_hi, select=select, seed=seed)
+        run = images.fit_clusters(method=method, pca=pca, k=_k_value(k), k_range=lo_hi, select=select, seed=seed)
         paths = images.plot_clusters(run, plots)
     if json:
         print_json(
@@ -282,7 +286,7 @@ def dupes(
 
     fmt = _fmt(json, csv)
     with _errors(), imgdb.open(db, "w") as images:
-        result = images.dupes(
+        result = images.find_dupes(
             methods=method or DEFAULT_METHODS,
             keep=keep,
             phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,

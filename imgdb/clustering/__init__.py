@@ -44,7 +44,6 @@ from imgdb.clustering.runs import (
     fit,
     list_runs,
     load_run,
-    load_vectors,
     resolve_run,
     show,
 )
@@ -86,7 +85,6 @@ __all__ = [
     "fit",
     "list_runs",
     "load_run",
-    "load_vectors",
     "peak_window",
     "plot",
     "resolve_run",

@@ -44,11 +44,6 @@ def default_model(store: Store) -> str:
     return key
 
 
-def load_vectors(store: Store, model_key: str) -> tuple[list[str], np.ndarray]:
-    """Every stored image's vector for ``model_key``, sorted by id (so sampling is reproducible)."""
-    return store.all_vectors(model_key)
-
-
 def _check_range(k_range: tuple[int, int], n: int) -> list[int]:
     lo, hi = int(k_range[0]), int(k_range[1])
     if lo < 2 or hi < lo:
@@ -97,13 +92,13 @@ def fit(
         raise UsageError(f"unknown k selection rule {select!r} (use one of: {', '.join(RULES)})")
     if linkage not in ("ward", "average", "complete", "single"):
         raise UsageError(f"unknown linkage {linkage!r} (use ward, average, complete or single)")
-    if save and not store.write:
-        raise UsageError("saving a clustering run needs the store opened for writing")
+    if save:
+        store.require_write()
     if pca < 0 or sample < 2 or silhouette_sample < 2:
         raise UsageError("pca must be >= 0 and the samples >= 2")
     started = time.perf_counter()
     model_key = model_key or default_model(store)
-    ids, vectors = data if data is not None else load_vectors(store, model_key)
+    ids, vectors = data if data is not None else store.all_vectors(model_key)
     loaded = time.perf_counter() - started
     n = len(ids)
     if n < 3:
@@ -228,7 +223,7 @@ def compare(
         check_method(m)
     started = time.perf_counter()
     model_key = model_key or default_model(store)
-    ids, vectors = data if data is not None else load_vectors(store, model_key)
+    ids, vectors = data if data is not None else store.all_vectors(model_key)
     if len(ids) < 3:
         raise UsageError(f"{len(ids)} images with {model_key} vectors: at least 3 are needed to cluster")
     ks = _check_range(k_range, len(ids))
@@ -365,7 +360,7 @@ def load_run(store: Store, run_id: int | None = None, *, with_map: bool = True) 
         medoids=[r[1] for r in info],
     )
     if with_map and ids:
-        all_ids, all_vecs = load_vectors(store, model)
+        all_ids, all_vecs = store.all_vectors(model)
         pos = {image_id: n for n, image_id in enumerate(all_ids)}
         keep = [n for n, image_id in enumerate(ids) if image_id in pos]
         if keep:

@@ -79,7 +79,7 @@ class Group:
 
 @dataclass
 class DupeResult:
-    run_id: int | None  # None when the store was opened read-only (nothing saved)
+    run_id: int
     groups: list[Group]
     pairs: list[Pair]
     params: dict[str, Any] = field(default_factory=dict)

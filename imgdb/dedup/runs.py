@@ -95,8 +95,9 @@ def find(
     uses (default: the model most images were ingested with). ``keep``: which member each
     group marks to keep, one of ``KEEP_POLICIES`` (see ``grouping.pick_keep``). Pairs
     rejected with ``reject`` are dropped. Nothing on disk is deleted: groups only mark a
-    member to keep. A read-only store computes but saves nothing (``run_id`` is None).
+    member to keep. The store must be writable (``ReadOnlyStore`` otherwise).
     """
+    store.require_write()
     methods = _check_options(methods, keep, phash_max_distance, dhash_max_distance, cosine_min)
     started = time.perf_counter()
     run = _Run(sorted(store.image_ids()))
@@ -130,7 +131,7 @@ def find(
         "model_key": model_key if "embedding" in methods else None,
         "hasher": HASHER,
     }
-    run_id = _save_run(store, params, run.stats, pairs, groups) if store.write else None
+    run_id = _save_run(store, params, run.stats, pairs, groups)
     return DupeResult(run_id, groups, pairs, params, run.stats)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from imgdb.errors import ImgdbError, UsageError
-from imgdb.store import Store
+from imgdb.store import ImageInfo, Store
 
 MODES = ("copy", "hardlink", "symlink")
 MARKER = ".imgdb-export.json"
@@ -109,42 +109,12 @@ class GalleryGroup:
     links: list[tuple[str, str]] = field(default_factory=list)  # (label, relative href) beside the title
 
 
-@dataclass
-class _Image:
-    id: str
-    format: str
-    width: int
-    height: int
-    source: str | None
-    page_url: str | None
-    sources: int
-
-
-def _image_info(store: Store, ids: Sequence[str]) -> dict[str, _Image]:
-    if not ids:
-        return {}
-    rows = store.query(
-        """SELECT i.id, i.format, i.width, i.height, s.source, s.page_url, coalesce(s.n, 0)
-           FROM images i
-           LEFT JOIN (SELECT image_id,
-                             -- a web source says more than a local path; then the first by name
-                             coalesce(min(source) FILTER (WHERE kind = 'url'), min(source)) AS source,
-                             coalesce(arg_min(page_url, source) FILTER (WHERE kind = 'url'),
-                                      arg_min(page_url, source)) AS page_url,
-                             count(*) AS n
-                      FROM sources GROUP BY image_id) s ON s.image_id = i.id
-           WHERE i.id IN (SELECT unnest(?::VARCHAR[]))""",
-        [list(dict.fromkeys(ids))],
-    )
-    return {r[0]: _Image(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5] or None, int(r[6])) for r in rows}
-
-
 def extension(fmt: str | None) -> str:
     """File extension for a Pillow format name (the bytes decide, not the source URL)."""
     return _EXT.get((fmt or "").upper(), ".img")
 
 
-def export_name(rank: int, image_id: str, info: _Image | None) -> str:
+def export_name(rank: int, image_id: str, info: ImageInfo | None) -> str:
     """``00001-<name from the source>-<id prefix>.<ext>``: sorted, readable and unique."""
     stem = safe_filename(info.source if info and info.source else "", default="image", max_len=60)
     stem = stem.rsplit(".", 1)[0] if "." in stem else stem
@@ -206,8 +176,7 @@ def _contact_sheet(title: str, thumbs: list[Any], path: Path, total: int) -> Non
         x = pad + (n % cols) * (SHEET_CELL + pad) + (SHEET_CELL - cell.width) // 2
         y = head + pad + (n // cols) * (SHEET_CELL + pad) + (SHEET_CELL - cell.height) // 2
         sheet.paste(cell, (x, y))
-    # A 256-colour palette with dithering: a third of the bytes of a full-colour PNG of
-    # photos (640 KB vs 2 MB for 48 cells) and no visible loss at this size.
+    # A 256-colour palette with dithering: a third of the bytes of a full-colour PNG.
     sheet.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG).save(path, "PNG")
 
 
@@ -254,7 +223,7 @@ def write_gallery(
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     norm = [g if isinstance(g, GalleryGroup) else GalleryGroup(str(g[0]), list(g[1])) for g in groups]
     all_ids = [i for g in norm for i in g.ids]
-    info = _image_info(store, all_ids)
+    info = store.describe(all_ids)
     links = dict(image_links or {})
     if image_links is None:
         # Full-size copies of what the page shows (not of the groups' hidden tails).
@@ -325,7 +294,7 @@ def write_gallery(
     return index
 
 
-def _figure(info: _Image, thumb_rel: str, full_rel: str | None) -> str:
+def _figure(info: ImageInfo, thumb_rel: str, full_rel: str | None) -> str:
     img = f'<img src="{html.escape(_href(thumb_rel))}" loading="lazy" alt="{html.escape(info.id[:12])}">'
     if full_rel:
         img = f'<a href="{html.escape(_href(full_rel))}">{img}</a>'
@@ -333,8 +302,8 @@ def _figure(info: _Image, thumb_rel: str, full_rel: str | None) -> str:
     tip = f"{src}\n{info.width}x{info.height} {info.format}, id {info.id}"
     if info.page_url:
         tip += f"\nfound on {info.page_url}"
-    if info.sources > 1:
-        tip += f"\n+ {info.sources - 1} more sources"
+    if info.places > 1:
+        tip += f"\n+ {info.places - 1} more sources"
     label = _short(src)
     if urlsplit(src).scheme in ("http", "https"):
         caption = f'<a href="{html.escape(src)}" rel="noopener noreferrer">{html.escape(label)}</a>'
@@ -415,15 +384,16 @@ def export_clusters(
     if mode not in MODES:
         raise UsageError(f"unknown export mode {mode!r} (use one of: {', '.join(MODES)})")
     out = Path(to)
-    (k, method, n_images, model) = store.query(
-        "SELECT k, method, n_images, model FROM cluster_runs WHERE id = ?", [run_id]
-    )[0]
+    found = store.query("SELECT k, method, n_images, model FROM cluster_runs WHERE id = ?", [run_id])
+    if not found:
+        raise UsageError(f"no clustering run {run_id} in this store")
+    (k, method, n_images, model) = found[0]
     members: dict[int, list[str]] = {}
     for image_id, c in store.query(
         "SELECT image_id, cluster FROM cluster_members WHERE run_id = ? ORDER BY cluster, distance, image_id", [run_id]
     ):
         members.setdefault(int(c), []).append(image_id)
-    info = _image_info(store, [i for ids in members.values() for i in ids])
+    info = store.describe([i for ids in members.values() for i in ids])
     width = max(3, len(str(max(members, default=0))))
     folders = {c: f"cluster-{c:0{width}d}" for c in members}
     # thumbs/ is not listed: thumbnails are named by image id, so a re-export reuses them.

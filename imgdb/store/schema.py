@@ -57,7 +57,9 @@ def migrate(con: Any) -> list[str]:
         con.execute("BEGIN")
         try:
             fn(con)
-            con.execute("INSERT INTO _imgdb_migrations VALUES (?, ?)", [name, datetime.now(timezone.utc)])
+            con.execute(
+                "INSERT INTO _imgdb_migrations (name, applied_at) VALUES (?, ?)", [name, datetime.now(timezone.utc)]
+            )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -146,7 +146,12 @@ class Store:
         finally:
             con.close()
         if behind:
-            Store(self.path, write=True).close()
+            try:
+                Store(self.path, write=True).close()
+            except PermissionError as exc:
+                raise StoreError(
+                    f"store {self.path} was made by an older imgdb and must be upgraded once by a writer: {exc.strerror}"
+                ) from None
 
     @classmethod
     def open(cls, path: str | Path, *, write: bool = False) -> Store:
@@ -183,7 +188,7 @@ class Store:
 
     def require_write(self) -> None:
         if not self.write:
-            raise ReadOnlyStore(f"store {self.path} is open read-only; open it with mode='w' to change it")
+            raise ReadOnlyStore(f"store {self.path} is open read-only; open it for writing (mode='w') to change it")
 
     # -- locking and repair -------------------------------------------------------
 
@@ -239,7 +244,7 @@ class Store:
         return self.table_name(model_key) in _list_tables(self.lance)
 
     def register_model(self, spec: Any) -> None:
-        """Record a model (an ``embed.ModelSpec``) and create its vectors table."""
+        """Record a model (an ``imaging.model.ModelSpec``) and create its vectors table."""
         import pyarrow as pa
 
         with self._lock:
@@ -555,8 +560,8 @@ class Store:
                FROM images i
                LEFT JOIN (SELECT image_id,
                                  coalesce(min(source) FILTER (WHERE kind = 'url'), min(source)) AS source,
-                                 coalesce(arg_min(page_url, source) FILTER (WHERE kind = 'url'),
-                                          arg_min(page_url, source)) AS page_url,
+                                 coalesce(arg_min(page_url, (source, page_url)) FILTER (WHERE kind = 'url'),
+                                          arg_min(page_url, (source, page_url))) AS page_url,
                                  count(*) AS n
                           FROM sources WHERE image_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY image_id) s
                  ON s.image_id = i.id
