@@ -9,6 +9,8 @@ when a test needs a second origin (``from tests.server import LocalServer, Respo
         http_server.route("/old", status=404)
         http_server.route("/slow", b"x", delay=0.5)                   # sleep before answering
         http_server.route("/big", b"x" * 10_000, chunked=True)        # no Content-Length
+        http_server.route("/drip.jpg", data, trickle=1.0)             # one body byte a second
+        http_server.route("/gone", hang_up=True)                      # closes without answering
         http_server.route("/c.jpg", data, last_modified=dt, etag='"v1"')  # answers 304 itself
         http_server.sequence("/flaky", [500, 500, Response(body=b"ok")])  # last one repeats
         http_server.redirect("/from", "/to", status=301)
@@ -65,6 +67,8 @@ class Response:
     chunked: bool = False  # Transfer-Encoding: chunked, no Content-Length
     etag: str | None = None  # sent, and If-None-Match honoured (-> 304)
     last_modified: datetime | None = None  # sent, and If-Modified-Since honoured (-> 304)
+    trickle: float = 0.0  # seconds between body bytes: a server that never quite finishes
+    hang_up: bool = False  # read the request, then close the connection without a word
 
 
 Handler = Callable[[Request], Response]
@@ -133,9 +137,13 @@ class LocalServer:
         chunked: bool = False,
         etag: str | None = None,
         last_modified: datetime | None = None,
+        trickle: float = 0.0,
+        hang_up: bool = False,
     ) -> None:
         """Answer every request for ``path`` with the same response."""
-        response = Response(status, body, dict(headers or {}), content_type, delay, chunked, etag, last_modified)
+        response = Response(
+            status, body, dict(headers or {}), content_type, delay, chunked, etag, last_modified, trickle, hang_up
+        )
         self._routes[path] = lambda request: response
 
     def sequence(self, path: str, responses: Iterable[Response | int]) -> None:
@@ -248,6 +256,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 response = Response(500, traceback.format_exc(), content_type="text/plain")
             if response.delay:
                 time.sleep(response.delay)
+            if response.hang_up:
+                self.close_connection = True
+                return
             # Leave before writing: once the client has the answer it may send the next
             # request, and max_in_flight must not count this one twice.
             app._leave()
@@ -276,6 +287,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if status in (204, 304) or 100 <= status < 200:
             self.end_headers()
+            return
+        if response.trickle and send_body:
+            # Honest headers, then the body a byte at a time until done or the client hangs up.
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                time.sleep(response.trickle)
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
             return
         if "content-length" in headers:
             # A test-chosen (possibly lying) length: the connection can't be reused.

@@ -241,3 +241,32 @@ def test_same_site() -> None:
     assert not same_site("http://127.0.0.1:8000/", "http://127.0.0.1:8001/")
     assert not same_site("https://cdn.example.com/", "https://example.com/")
     assert not same_site("mailto:x@example.com", "https://example.com/")
+
+
+# ------------------------------------------------------------ fallbacks, noai
+
+
+def test_other_candidates_are_kept_as_fallbacks_largest_first() -> None:
+    html = (
+        '<img src="/s.jpg" srcset="/s.jpg 320w, /l.jpg 1280w, /m.jpg 640w">'
+        '<picture><source srcset="/p-big.webp 2x"><img src="/p.jpg"></picture>'
+        '<img src="/only.jpg">'
+    )
+    images = parse_page(html, PAGE).images
+    base = "https://shop.example"
+    assert [(i.url, i.fallbacks) for i in images] == [
+        (f"{base}/l.jpg", (f"{base}/m.jpg", f"{base}/s.jpg")),
+        (f"{base}/p-big.webp", (f"{base}/p.jpg",)),
+        (f"{base}/only.jpg", ()),
+    ]
+
+
+def test_meta_robots_noai_marks_the_page() -> None:
+    for meta in (
+        '<meta name="robots" content="noai">',
+        '<meta name="ROBOTS" content="noindex, noimageai">',
+        '<meta name="imgdb" content="noai">',
+    ):
+        assert parse_page(meta + '<img src="/a.jpg">', PAGE).noai, meta
+    for meta in ('<meta name="googlebot" content="noai">', '<meta name="robots" content="noindex">', ""):
+        assert not parse_page(meta + '<img src="/a.jpg">', PAGE).noai, meta

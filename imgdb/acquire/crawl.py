@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urldefrag, urljoin, urlsplit
 
@@ -29,6 +29,9 @@ class ImageLink:
     page_url: str
     alt: str | None = None
     title: str | None = None
+    # The element's other candidates (srcset, <source>, src), largest first: tried in
+    # turn when ``url`` cannot be fetched. Not part of equality: the image is ``url``.
+    fallbacks: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ParsedPage:
     images: list[ImageLink]  # de-duplicated by url, document order
     next_pages: list[str]  # pagination candidates, best first (absolute, same-site only)
     links: list[str]  # other same-site page links, excluding next_pages and resources
+    noai: bool = False  # <meta name="robots|imgdb" content="noai|noimageai">: do not use its images
 
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
@@ -68,6 +72,10 @@ _PLACEHOLDER_NAME = re.compile(
     r"(?:[-_.]?\d+(?:x\d+)?)?\.(?:gif|png|svg|webp)$",
     re.I,
 )
+
+# <meta name=...> values whose content speaks to us, and the directives that refuse AI use.
+_META_ROBOTS_NAMES = frozenset({"robots", "imgdb"})
+_NOAI_DIRECTIVES = frozenset({"noai", "noimageai"})
 
 _META_IMAGE_KEYS = frozenset({"og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src"})
 
@@ -114,10 +122,11 @@ def parse_page(html: str | bytes, url: str) -> ParsedPage:
 
     images: dict[str, ImageLink] = {}
     for tag in soup.find_all(True):
-        for raw, alt, title in _images_of(tag):
+        for raw, alt, title, others in _images_of(tag):
             resolved = _resolve(raw, base)
             if resolved:
-                _add_image(images, ImageLink(resolved, page_url, alt, title))
+                fallbacks = tuple(u for u in _unique(_resolve(o, base) for o in others) if u != resolved)
+                _add_image(images, ImageLink(resolved, page_url, alt, title, fallbacks))
 
     next_pages = _unique(u for u in _next_pages(soup, base, page_url) if _is_page_link(u, page_url))
     taken = set(next_pages) | {page_url}
@@ -126,7 +135,7 @@ def parse_page(html: str | bytes, url: str) -> ParsedPage:
         for u in _unique(_resolve(a.get("href"), base) for a in soup.find_all(["a", "area"], href=True))
         if u and u not in taken and _is_page_link(u, page_url) and not _is_resource(u)
     ]
-    return ParsedPage(page_url, list(images.values()), next_pages, links)
+    return ParsedPage(page_url, list(images.values()), next_pages, links, _says_noai(soup))
 
 
 def same_site(a: str, b: str) -> bool:
@@ -135,34 +144,53 @@ def same_site(a: str, b: str) -> bool:
     return key_a is not None and key_a == key_b
 
 
+def _says_noai(soup: BeautifulSoup) -> bool:
+    """True if a ``<meta name="robots">`` (or ``name="imgdb"``) refuses AI use of the page."""
+    for meta in soup.find_all("meta"):
+        if _attr(meta, "name").strip().lower() in _META_ROBOTS_NAMES:
+            directives = {d.strip().lower() for d in _attr(meta, "content").replace(",", " ").split()}
+            if directives & _NOAI_DIRECTIVES:
+                return True
+    return False
+
+
 # ----------------------------------------------------------------- image discovery
 
+# (raw url, alt, title, the element's other candidate urls, best first)
+_Found = tuple[str, str | None, str | None, tuple[str, ...]]
 
-def _images_of(tag: Tag) -> Iterator[tuple[str, str | None, str | None]]:
-    """(raw url, alt, title) for every image ``tag`` itself contributes."""
+
+def _images_of(tag: Tag) -> Iterator[_Found]:
+    """(raw url, alt, title, fallbacks) for every image ``tag`` itself contributes."""
     name = tag.name
     if name == "img" and tag.find_parent("picture") is None:
         yield from _from_img(tag)
     elif name == "picture":
         yield from _from_picture(tag)
     elif name == "meta":
-        yield from _from_meta(tag)
+        yield from _with_no_fallbacks(_from_meta(tag))
     elif name == "link":
-        yield from _from_link(tag)
+        yield from _with_no_fallbacks(_from_link(tag))
     elif name in ("a", "area"):
-        yield from _from_anchor(tag)
+        yield from _with_no_fallbacks(_from_anchor(tag))
     if tag.get("style"):
-        yield from _from_style(tag)
+        yield from _with_no_fallbacks(_from_style(tag))
 
 
-def _from_img(img: Tag) -> Iterator[tuple[str, str | None, str | None]]:
+def _with_no_fallbacks(found: Iterator[tuple[str, str | None, str | None]]) -> Iterator[_Found]:
+    for raw, alt, title in found:
+        yield raw, alt, title, ()
+
+
+def _from_img(img: Tag) -> Iterator[_Found]:
     """The best URL of an ``<img>``: largest srcset candidate, lazy attributes first."""
-    best = _largest(_img_candidates(img))
+    candidates = _img_candidates(img)
+    best = _largest(candidates)
     if best:
-        yield best.url, _text_attr(img, "alt"), _text_attr(img, "title")
+        yield best.url, _text_attr(img, "alt"), _text_attr(img, "title"), _others(candidates, best)
 
 
-def _from_picture(picture: Tag) -> Iterator[tuple[str, str | None, str | None]]:
+def _from_picture(picture: Tag) -> Iterator[_Found]:
     """One image per ``<picture>``: the largest of its sources and its fallback ``<img>``.
 
     The sources are usually the same picture in other sizes or formats, so taking one
@@ -178,7 +206,7 @@ def _from_picture(picture: Tag) -> Iterator[tuple[str, str | None, str | None]]:
     if best:
         alt = _text_attr(img, "alt") if isinstance(img, Tag) else None
         title = _text_attr(img, "title") if isinstance(img, Tag) else None
-        yield best.url, alt, title
+        yield best.url, alt, title, _others(candidates, best)
 
 
 def _from_meta(meta: Tag) -> Iterator[tuple[str, str | None, str | None]]:
@@ -280,13 +308,26 @@ def _largest(candidates: list[_Candidate]) -> _Candidate | None:
     return max(candidates, key=lambda c: c.density if c.density is not None else 1.0)
 
 
+def _others(candidates: list[_Candidate], best: _Candidate) -> tuple[str, ...]:
+    """The candidates other than ``best``, largest first (width, then density; else document order)."""
+    rest = [c for c in candidates if c.url != best.url]
+
+    def size(c: _Candidate) -> tuple[int, float]:
+        return (c.width or 0, 1.0 if c.density is None else c.density)
+
+    ranked = sorted(rest, key=size, reverse=True)  # stable: equal sizes keep document order
+    return tuple(dict.fromkeys(c.url for c in ranked))
+
+
 def _add_image(images: dict[str, ImageLink], link: ImageLink) -> None:
     """Insert keeping the first position; a later duplicate may only fill in alt/title."""
     old = images.get(link.url)
     if old is None:
         images[link.url] = link
-    elif (old.alt is None and link.alt) or (old.title is None and link.title):
-        images[link.url] = ImageLink(link.url, old.page_url, old.alt or link.alt, old.title or link.title)
+    elif (old.alt is None and link.alt) or (old.title is None and link.title) or (link.fallbacks and not old.fallbacks):
+        images[link.url] = ImageLink(
+            link.url, old.page_url, old.alt or link.alt, old.title or link.title, old.fallbacks or link.fallbacks
+        )
 
 
 def _is_placeholder(src: str) -> bool:

@@ -8,45 +8,80 @@ Two producers feed one ``Processor``:
 
 The processor hashes every image (the id is the sha256 of its bytes), skips what the store
 already has, decodes the rest in a thread pool while the model embeds the previous batch,
-and writes each batch through ``Store.add_images``. Re-runs skip known URLs and unchanged
-files without reading them, and fetch pages conditionally (ETag / Last-Modified).
+and writes each batch through ``Store.add_images``. A partial batch is written once no new
+image arrived for ``flush_after`` seconds, so a slow download never holds finished ones
+back. Re-runs skip known URLs and unchanged files without reading them, fetch pages
+conditionally (ETag / Last-Modified), and do not retry URLs whose last failure was a
+connect failure (``connect``, ``host-down``) unless ``retry_failed`` or ``refresh``.
+
+Limits that hold whatever a site or a folder holds:
+
+* the crawl stops as soon as ``max_images`` images were found, and fetches at most
+  ``max_pages`` pages per depth level, on the site the user named (a start page that
+  redirects elsewhere is read, but pagination and links stay on the named site);
+* a page that says ``noai`` / ``noimageai`` (X-Robots-Tag, or ``<meta name="robots">``)
+  gives no images, unless robots rules are off;
+* an image element's other candidates (srcset sizes, ``<source>``, ``src``) are tried in
+  turn before its failure is recorded;
+* folder walks read regular files only (a FIFO or a device named ``x.jpg`` is recorded as
+  ``not-a-file``), with reads capped at ``MAX_BYTES`` whatever ``st_size`` says; they do not
+  follow symlinked folders (``symlink``) and record unreadable folders (``unreadable``) and
+  image files of formats we do not read (``unsupported``); other files are ignored.
+
+File names are stored as text: bytes that are not UTF-8 (which Python carries as lone
+surrogates) are written as ``\\xNN`` escapes, so ``caf\\xe9.jpg`` in the store is the file
+whose name holds the byte 0xE9 (``safe_text``). A batch the store refuses is written
+image by image, and only the images it still refuses are recorded (reason ``store``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import mimetypes
 import os
 import queue
+import stat
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from imgdb.errors import DecodeError, FetchError, UsageError
+from imgdb.errors import DecodeError, FetchError, NoAIRefused, StoreError, UsageError
 from imgdb.imaging.decode import MAX_BYTES, decode
 from imgdb.imaging.model import Model
 from imgdb.progress import NullProgress, Progress
 from imgdb.store import NewImage, SourceRow, Store
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+# Image formats a folder walk records as "unsupported" rather than passing over in silence
+# (besides whatever mimetypes calls image/*).
+_OTHER_IMAGE_SUFFIXES = {
+    ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".svg", ".ico", ".psd", ".raw", ".dng", ".cr2", ".cr3",
+    ".nef", ".arw", ".orf", ".rw2", ".raf", ".srw", ".pef", ".x3f", ".exr", ".hdr", ".tga", ".avifs",
+}  # fmt: skip
+# Reasons of a failed URL that a re-run does not retry without retry_failed / refresh.
+_CONNECT_REASONS = ("connect", "host-down", "not-retried")
 
 
 @dataclass
 class IngestOptions:
     pages: int = 10  # listing pages to follow through pagination, per start URL
     depth: int = 0  # 1 = also the same-site pages the listing pages link to
+    max_pages: int = 500  # pages fetched per depth level, per start URL
     max_images: int | None = None
     refresh: bool = False  # re-download pages and images even when known
+    retry_failed: bool = False  # retry URLs whose last failure was a connect failure
     respect_robots: bool = True
     batch_size: int = 32  # measured against 8 and 16: docs/evaluation.md, "Ingest"
+    flush_after: float = 1.0  # seconds without a new image before a partial batch is stored
     decode_workers: int = 2
     fetch_policy: Any = None  # fetch.FetchPolicy; None = defaults
 
@@ -89,6 +124,22 @@ class Candidate:
     known_id: str | None = None  # id this source had last time: skip reading if it is embedded
 
 
+class _Idle:
+    """Handed to ``Processor.run`` when no candidate arrived for a while: store what is done."""
+
+
+IDLE = _Idle()
+
+
+@dataclass
+class _Skip:
+    """Something a folder walk passes over, and why (recorded as a failure)."""
+
+    path: Path
+    reason: str
+    detail: str
+
+
 @dataclass
 class _Prepared:
     id: str
@@ -116,6 +167,9 @@ def ingest(
     """
     options = options or IngestOptions()
     progress = progress or NullProgress()
+    for t in targets:
+        if not t.strip():
+            raise UsageError(f"empty target {t!r}: give a URL, a folder or files (use . for the current folder)")
     urls = [t for t in targets if urlsplit(t).scheme in ("http", "https")]
     paths = [Path(t) for t in targets if t not in urls]
     for t in targets:
@@ -123,7 +177,7 @@ def ingest(
             raise UsageError(f"unsupported URL scheme: {t} (use http:// or https://)")
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise UsageError(f"no such file or folder: {missing[0]}")
+        raise UsageError(f"no such file or folder: {safe_text(str(missing[0]))}")
 
     store.register_model(model.spec)
     summary = IngestSummary()
@@ -173,8 +227,10 @@ class Processor:
         self._sources: list[tuple[str, SourceRow]] = []
         self._writer: ThreadPoolExecutor | None = None
         self._pending_write: Future[None] | None = None
+        self._lost: list[int] = []  # images the writer thread could not store (counted in _wait_write)
 
-    def run(self, candidates: Iterable[Candidate]) -> None:
+    def run(self, candidates: Iterable[Candidate | _Idle]) -> None:
+        """Process candidates; an ``IDLE`` among them stores the partial batch now."""
         lookahead = self.options.batch_size * 2
         with (
             ThreadPoolExecutor(self.options.decode_workers, thread_name_prefix="imgdb-decode") as pool,
@@ -183,6 +239,11 @@ class Processor:
             try:
                 pending: deque[tuple[Candidate, Future[_Prepared]]] = deque()
                 for cand in candidates:
+                    if isinstance(cand, _Idle):
+                        while pending:
+                            self._take(*pending.popleft())
+                        self._flush()
+                        continue
                     pending.append((cand, pool.submit(self._prepare, cand)))
                     while len(pending) > lookahead:
                         self._take(*pending.popleft())
@@ -227,7 +288,9 @@ class Processor:
 
     def _fail(self, cand: Candidate, reason: str, detail: str) -> None:
         self.summary.failed[reason] += 1
-        self.store.record_failure(self.summary.run_id, cand.source.source, reason, detail, cand.source.page_url or None)
+        self.store.record_failure(
+            self.summary.run_id, cand.source.source, reason, safe_text(detail), cand.source.page_url or None
+        )
 
     def _flush(self) -> None:
         """Embed the batch here; store it on the writer thread while the next batch embeds."""
@@ -257,15 +320,34 @@ class Processor:
         sources: list[tuple[str, SourceRow]],
     ) -> None:
         """Writer thread: blobs, vectors and rows of one embedded batch (Store orders them)."""
-        self.store.add_images(
-            [_new_image(*batch[i]) for i in fresh],
-            self.spec.key,
-            vectors[fresh],
-            self.summary.run_id,
-        )
+        new = [_new_image(*batch[i]) for i in fresh]
+        try:
+            self.store.add_images(new, self.spec.key, vectors[fresh], self.summary.run_id)
+        except (OSError, StoreError):
+            raise  # the store itself is in trouble (disk, lock): that ends the run
+        except Exception:
+            self._store_one_by_one(new, vectors[fresh])
         self.store.add_vectors(self.spec.key, [batch[i][0].id for i in again], vectors[again])
         if sources:
             self.store.add_sources(sources, self.summary.run_id)
+
+    def _store_one_by_one(self, new: list[NewImage], vectors: np.ndarray) -> None:
+        """A batch the store refused: write its images singly, record the ones still refused."""
+        for i, image in enumerate(new):
+            try:
+                self.store.add_images([image], self.spec.key, vectors[i : i + 1], self.summary.run_id)
+            except (OSError, StoreError):
+                raise
+            except Exception as exc:
+                # The store's own repair rule drops this image's vector if it was written
+                # (journal -> vectors without an images row), as it would at the next open.
+                self.store._repair()
+                self._lost.append(1)
+                detail = safe_text(f"the store refused it: {type(exc).__name__}: {exc}")
+                for source in image.sources:
+                    self.store.record_failure(
+                        self.summary.run_id, source.source, "store", detail, source.page_url or None
+                    )
 
     def _write(self, fn: Any, *args: Any) -> None:
         """Queue a store write after the previous one: at most one batch is being written."""
@@ -276,8 +358,14 @@ class Processor:
     def _wait_write(self) -> None:
         """Wait for the write in flight; its error, if any, surfaces here in the caller."""
         pending, self._pending_write = self._pending_write, None
-        if pending is not None:
-            pending.result()
+        try:
+            if pending is not None:
+                pending.result()
+        finally:
+            lost, self._lost = len(self._lost), []
+            if lost:
+                self.summary.new -= lost
+                self.summary.failed["store"] += lost
 
 
 def _tensor(prep: _Prepared) -> np.ndarray:
@@ -291,11 +379,58 @@ def _new_image(prep: _Prepared, sources: list[SourceRow]) -> NewImage:
 
 
 def _read(path: Path | None) -> bytes:
+    """A regular file's bytes, at most ``MAX_BYTES`` of them whatever its size claims.
+
+    Opened non-blocking and checked on the open descriptor, so a FIFO or a device (or a
+    file swapped for one after the walk looked) is refused instead of hanging the run.
+    """
     assert path is not None
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise DecodeError("too-large", f"{size} bytes is over the {MAX_BYTES}-byte cap")
-    return path.read_bytes()
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError("not-a-file", f"not a regular file ({_file_kind(st.st_mode)})")
+        if st.st_size > MAX_BYTES:
+            raise DecodeError("too-large", f"{st.st_size} bytes is over the {MAX_BYTES}-byte cap")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, MAX_BYTES + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise DecodeError("too-large", f"over the {MAX_BYTES}-byte cap (its size said {st.st_size})")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8 text for the store: undecodable file-name bytes become ``\\xNN``.
+
+    ``os.fsdecode`` carries a byte that is not UTF-8 as a lone surrogate (U+DC80..U+DCFF);
+    each becomes the four characters ``\\xNN`` (so b"caf\\xe9" is stored as ``caf\\xe9``).
+    Any other lone surrogate becomes ``\\udNNN``. Valid text is returned unchanged.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,35 +443,97 @@ def _file_candidates(
     known = store.known_files()
     store_dir = store.path.resolve()
     for path in _walk(paths, skip=store_dir):
+        if isinstance(path, _Skip):
+            summary.failed[path.reason] += 1
+            store.record_failure(summary.run_id, safe_text(str(path.path)), path.reason, safe_text(path.detail))
+            continue
         if cap is not None and summary.images_found >= cap:
             return
         summary.images_found += 1
         progress.found("images")
+        source = safe_text(str(path))
         try:
             st = path.stat()
         except OSError as exc:
             summary.failed["unreadable"] += 1
-            store.record_failure(summary.run_id, str(path), "unreadable", str(exc))
+            store.record_failure(summary.run_id, source, "unreadable", safe_text(str(exc)))
             continue
-        source = str(path)
         row = SourceRow(source=source, kind="file", file_size=st.st_size, file_mtime=st.st_mtime)
         previous = known.get(source)
         unchanged = previous is not None and previous[1] == st.st_size and previous[2] == st.st_mtime
         yield Candidate(row, path=path, known_id=previous[0] if previous is not None and unchanged else None)
 
 
-def _walk(paths: Sequence[Path], skip: Path) -> Iterator[Path]:
-    """Files named directly, plus image files under folders, in a stable order."""
+def _walk(paths: Sequence[Path], skip: Path) -> Iterator[Path | _Skip]:
+    """Files named directly, plus image files under folders, in a stable order.
+
+    Only regular files are yielded; what is passed over for a reason comes as a ``_Skip``.
+    """
     for path in paths:
         path = path.resolve()
-        if path.is_file():
-            yield path
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            yield _Skip(path, "unreadable", f"cannot stat: {exc.strerror or exc}")
             continue
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(root, d).resolve() != skip)
-            for name in sorted(files):
-                if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                    yield Path(root, name)
+        if stat.S_ISDIR(mode):
+            yield from _walk_folder(path, skip)
+        elif stat.S_ISREG(mode):
+            yield path
+        else:
+            yield _Skip(path, "not-a-file", f"not a regular file ({_file_kind(mode)})")
+
+
+def _walk_folder(top: Path, skip: Path) -> Iterator[Path | _Skip]:
+    """Top-down, files before subfolders, each sorted by name; hidden entries are ignored."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            yield _Skip(folder, "unreadable", f"cannot list folder: {exc.strerror or exc}")
+            continue
+        subfolders: list[Path] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            image_name = path.suffix.lower() in IMAGE_SUFFIXES
+            try:
+                if entry.is_symlink() and entry.is_dir():
+                    yield _Skip(path, "symlink", "symlinked folder not followed (name it to ingest it)")
+                    continue
+                mode = entry.stat().st_mode
+            except OSError as exc:
+                if image_name or entry.is_symlink():
+                    yield _Skip(path, "unreadable", f"cannot stat: {exc.strerror or exc}")
+                continue
+            if stat.S_ISDIR(mode):
+                if path.resolve() != skip:
+                    subfolders.append(path)
+            elif image_name:
+                yield (
+                    path
+                    if stat.S_ISREG(mode)
+                    else _Skip(path, "not-a-file", f"not a regular file ({_file_kind(mode)})")
+                )
+            elif _looks_like_image(path):
+                yield _Skip(
+                    path,
+                    "unsupported",
+                    f"{path.suffix or 'this'} files are not read (supported: {', '.join(sorted(IMAGE_SUFFIXES))})",
+                )
+        stack.extend(reversed(subfolders))
+
+
+def _looks_like_image(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in _OTHER_IMAGE_SUFFIXES:
+        return True
+    guessed, _ = mimetypes.guess_type(path.name)
+    return bool(guessed and guessed.startswith("image/"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,7 +554,7 @@ def _ingest_urls(
 
     def consume() -> None:
         try:
-            processor.run(iter(handoff.get, None))
+            processor.run(_arrivals(handoff, options.flush_after))
         except BaseException as exc:  # surfaced in the caller's thread below
             failure.append(exc)
             while handoff.get() is not None:  # keep draining so the crawler never blocks
@@ -377,6 +574,19 @@ def _ingest_urls(
         raise crawler.start_errors[0]
 
 
+def _arrivals(handoff: queue.Queue[Candidate | None], idle: float) -> Iterator[Candidate | _Idle]:
+    """The crawler's candidates until its None, with an ``IDLE`` after each ``idle`` s of quiet."""
+    while True:
+        try:
+            item = handoff.get(timeout=max(0.01, idle))
+        except queue.Empty:
+            yield IDLE
+            continue
+        if item is None:
+            return
+        yield item
+
+
 class _Crawler:
     def __init__(
         self,
@@ -392,6 +602,7 @@ class _Crawler:
         self.progress = progress
         self.options = options
         self.known_urls = {} if options.refresh else store.known_urls()
+        self.not_retried = set() if options.refresh or options.retry_failed else _connect_failures(store)
         self.seen_pages: set[str] = set()
         self.seen_images: set[str] = set()
         self.downloads: set[asyncio.Task[None]] = set()
@@ -402,6 +613,7 @@ class _Crawler:
 
         policy = self.options.fetch_policy or FetchPolicy()
         policy.respect_robots = self.options.respect_robots
+        self.page_workers = max(1, policy.per_host)
         async with Fetcher(policy) as fetcher:
             self.fetcher = fetcher
             for url in urls:
@@ -414,6 +626,12 @@ class _Crawler:
         return cap is not None and self.summary.images_found >= cap
 
     async def _crawl_site(self, start: str) -> None:
+        """Listing pages through pagination, then up to ``depth`` levels of linked pages.
+
+        Everything followed stays on ``start``'s site, even when ``start`` redirects away.
+        """
+        from imgdb.acquire.crawl import same_site
+
         links: list[str] = []
         url: str | None = start
         listing = 0
@@ -423,22 +641,42 @@ class _Crawler:
             parsed = await self._page(url, is_start=url == start)
             if parsed is None:
                 break
-            links += parsed.links
-            url = next((n for n in parsed.next_pages if n not in self.seen_pages), None)
+            links += [u for u in parsed.links if same_site(u, start)]
+            url = next((n for n in parsed.next_pages if n not in self.seen_pages and same_site(n, start)), None)
         for _level in range(self.options.depth):
-            level = [u for u in dict.fromkeys(links) if u not in self.seen_pages]
+            if self._capped():
+                return
+            level = [u for u in dict.fromkeys(links) if u not in self.seen_pages][: max(0, self.options.max_pages)]
             self.seen_pages.update(level)
             links = []
-            results = await asyncio.gather(*(self._page(u) for u in level))
-            for parsed in results:
+            for parsed in await self._pages(level):
+                links += [u for u in parsed.links if same_site(u, start)]
+
+    async def _pages(self, urls: list[str]) -> list[Any]:
+        """Fetch ``urls`` a few at a time, stopping as soon as the image cap is reached."""
+        todo = deque(urls)
+        done: list[Any] = []
+
+        async def worker() -> None:
+            while todo and not self._capped():
+                parsed = await self._page(todo.popleft())
                 if parsed is not None:
-                    links += parsed.links
+                    done.append(parsed)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.page_workers, len(urls)))))
+        return done
 
     async def _page(self, url: str, *, is_start: bool = False) -> Any:
         """Fetch and parse one page (or reuse its last parse on 304) and queue its images."""
         from imgdb.acquire.crawl import ImageLink, ParsedPage, parse_page
+        from imgdb.acquire.fetch import page_refuses_ai
 
         self.progress.found("pages")
+        if not is_start and url in self.not_retried:
+            self.summary.pages_failed += 1
+            self.progress.done("pages")
+            self.store.record_failure(self.summary.run_id, url, "not-retried", _NOT_RETRIED, url)
+            return None
         etag, last_modified, previous = (None, None, None) if self.options.refresh else self.store.page_state(url)
         headers = {}
         if previous is not None and etag:
@@ -460,9 +698,10 @@ class _Crawler:
         if fetched.status == 304 and previous is not None:
             parsed = ParsedPage(
                 url=previous["url"],
-                images=[ImageLink(**i) for i in previous["images"]],
+                images=[ImageLink(**{**i, "fallbacks": tuple(i.get("fallbacks") or ())}) for i in previous["images"]],
                 next_pages=previous["next_pages"],
                 links=previous["links"],
+                noai=bool(previous.get("noai")),
             )
         elif fetched.content_type and fetched.content_type.startswith("image/"):
             # The URL is an image itself: ingest it directly.
@@ -473,6 +712,8 @@ class _Crawler:
             return None
         else:
             parsed = parse_page(fetched.content, fetched.final_url)
+            if page_refuses_ai(fetched.headers):
+                parsed = replace(parsed, noai=True)
         self.store.record_page(
             url,
             run_id=self.summary.run_id,
@@ -486,11 +727,25 @@ class _Crawler:
                 "images": [vars(i) for i in parsed.images],
                 "next_pages": list(parsed.next_pages),
                 "links": list(parsed.links),
+                "noai": parsed.noai,
             },
         )
+        if parsed.noai and self.options.respect_robots:
+            self._refuse_images(url, parsed.images)
+            return parsed
         for link in parsed.images:
             self._queue_download(link)
         return parsed
+
+    def _refuse_images(self, url: str, links: list[Any]) -> None:
+        """A page that says noai/noimageai: record its images as refused, fetch none."""
+        for link in links:
+            if link.url in self.seen_images:
+                continue
+            self.seen_images.add(link.url)
+            exc = NoAIRefused(link.url, f"the page says noai/noimageai ({url}): {link.url}")
+            self.summary.failed[exc.reason] += 1
+            self.store.record_failure(self.summary.run_id, link.url, exc.reason, str(exc), link.page_url or None)
 
     def _queue_download(self, link: Any, fetched: Any = None) -> None:
         if link.url in self.seen_images or self._capped():
@@ -503,21 +758,69 @@ class _Crawler:
         task.add_done_callback(self.downloads.discard)
 
     async def _download(self, link: Any, fetched: Any = None) -> None:
-        row = SourceRow(source=link.url, kind="url", page_url=link.page_url or "", alt=link.alt, title=link.title)
-        known = self.known_urls.get(link.url)
-        if known is not None and fetched is None:
-            await asyncio.to_thread(self.handoff.put, Candidate(row, path=self.store.blob_path(known), known_id=known))
-            return
+        row = SourceRow(
+            source=safe_text(link.url),
+            kind="url",
+            page_url=safe_text(link.page_url or ""),
+            alt=safe_text(link.alt) if link.alt else link.alt,
+            title=safe_text(link.title) if link.title else link.title,
+        )
+        candidates = [link.url, *getattr(link, "fallbacks", ())] if fetched is None else [link.url]
         if fetched is None:
-            try:
-                fetched = await self.fetcher.get(link.url, kind="image")
-            except FetchError as exc:
-                self.summary.failed[exc.reason] += 1
-                self.progress.done("images")
-                self.store.record_failure(self.summary.run_id, link.url, exc.reason, str(exc), link.page_url or None)
+            for url in candidates:
+                known = self.known_urls.get(url)
+                if known is not None:
+                    row.source = safe_text(url)
+                    candidate = Candidate(row, path=self.store.blob_path(known), known_id=known)
+                    await asyncio.to_thread(self.handoff.put, candidate)
+                    return
+            fetched = await self._fetch_first(link, candidates)
+            if fetched is None:
                 return
+            row.source = safe_text(fetched.url)
         self.summary.downloaded += 1
         row.http_status = fetched.status
         row.content_type = fetched.content_type
         row.fetched_at = fetched.fetched_at
         await asyncio.to_thread(self.handoff.put, Candidate(row, data=fetched.content))
+
+    async def _fetch_first(self, link: Any, urls: list[str]) -> Any:
+        """The first of an image's candidate URLs that downloads; None (and one failure) if none does."""
+        errors: list[FetchError] = []
+        for url in urls:
+            if url in self.not_retried:
+                exc = FetchError(url, f"{_NOT_RETRIED}: {url}")
+                exc.reason = "not-retried"
+                errors.append(exc)
+                continue
+            try:
+                return await self.fetcher.get(url, kind="image")
+            except FetchError as exc:
+                errors.append(exc)
+                if isinstance(exc, NoAIRefused):
+                    break  # the image itself says no: its other sizes are the same image
+        first = errors[0]
+        detail = str(first)
+        if len(errors) > 1:
+            detail += "; other candidates: " + ", ".join(f"{e.reason} ({e.url})" for e in errors[1:])
+        self.summary.failed[first.reason] += 1
+        self.progress.done("images")
+        self.store.record_failure(
+            self.summary.run_id, safe_text(link.url), first.reason, safe_text(detail), safe_text(link.page_url) or None
+        )
+        return None
+
+
+_NOT_RETRIED = "not retried: its last attempt could not connect (use --retry-failed or --refresh)"
+
+
+def _connect_failures(store: Store) -> set[str]:
+    """URLs whose latest recorded failure says the host could not be reached."""
+    rows = store.query(
+        "SELECT f.source FROM (SELECT source, arg_max(reason, failed_at) AS reason FROM failures GROUP BY source) f "
+        f"WHERE f.reason IN ({', '.join('?' for _ in _CONNECT_REASONS)}) "
+        # A page fetched fine since (record_page clears its error) is not a failure any more.
+        "AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.url = f.source AND p.error IS NULL)",
+        list(_CONNECT_REASONS),
+    )
+    return {r[0] for r in rows}

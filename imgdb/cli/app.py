@@ -68,14 +68,22 @@ def ingest(
     depth: Annotated[
         int, typer.Option(min=0, max=3, help="1 = also crawl the same-site pages the listings link to.")
     ] = 0,
+    max_pages: Annotated[
+        int, typer.Option(min=1, help="Pages to crawl per --depth level, per start URL (default 500).")
+    ] = 500,
     max_images: Annotated[int | None, typer.Option(min=1, help="Stop after this many images.")] = None,
     refresh: Annotated[bool, typer.Option(help="Re-download pages and images already known.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Retry URLs that could not connect last time (skipped otherwise).")
+    ] = False,
     ignore_robots: Annotated[
         bool, typer.Option(help="Ignore robots.txt and X-Robots-Tag (only for sites you own).")
     ] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Downloads in flight in total.")] = 16,
     per_host: Annotated[int, typer.Option(min=1, help="Downloads in flight per host.")] = 4,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a request times out.")] = 20.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a request may take in all: connecting and the whole answer.")
+    ] = 20.0,
     model: Model = None,
     json: Json = False,
 ) -> None:
@@ -89,8 +97,10 @@ def ingest(
     options = IngestOptions(
         pages=pages,
         depth=depth,
+        max_pages=max_pages,
         max_images=max_images,
         refresh=refresh,
+        retry_failed=retry_failed,
         respect_robots=not ignore_robots,
         fetch_policy=policy,
     )
