@@ -34,7 +34,7 @@ from imgdb.store import Store
 if TYPE_CHECKING:
     from imgdb.acquire.ingest import IngestOptions, IngestSummary
     from imgdb.clustering import ClusterRun, ClusterSummary, CompareResult
-    from imgdb.dedup import DupeResult, Group
+    from imgdb.dedup import DupeResult
     from imgdb.imaging.model import Model, ModelSpec
     from imgdb.progress import Progress
     from imgdb.search import Match, Query
@@ -143,11 +143,11 @@ class Collection:
         self.store.require_write()
         return dedup.find(self.store, progress=progress, **options)
 
-    def dupes(self, run: int | None = None) -> list[Group]:
-        """The groups of a saved dupes run (default: the latest)."""
+    def dupes(self, run: int | None = None) -> DupeResult:
+        """A saved dupes run (default: the latest): its groups and its pairs with evidence."""
         from imgdb import dedup
 
-        return dedup.latest_groups(self.store, run)
+        return dedup.load(self.store, run)
 
     def reject(self, a: str, b: str) -> tuple[str, str]:
         """Remember that two images (ids, id prefixes, paths or URLs) are not duplicates."""
@@ -157,17 +157,41 @@ class Collection:
         return dedup.reject(self.store, a, b)
 
     def dupes_gallery(self, result: DupeResult, to: str | Path) -> Path:
-        """A browsable HTML gallery of a dupes result in the folder ``to``; returns index.html."""
+        """A browsable HTML gallery of a dupes result in the folder ``to``; returns index.html.
+
+        Each group shows its kept member first, each other member's evidence, and the
+        ``imgdb dupes reject`` line that overrules the pair.
+        """
         from imgdb.export import GalleryGroup, export_groups
 
-        groups = [
-            GalleryGroup(
-                f"group {g.group_id}: {g.size} images, {g.stage}, best {g.best_score:.3f}",
-                g.ids,
-                note=f"kept: {g.keep_id[:12]} (first)",
+        evidence = {(p.a, p.b): p for p in result.pairs}
+        groups = []
+        for g in result.groups:
+            captions = {g.keep_id: "kept"}
+            for m in g.members[1:]:
+                pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
+                captions[m.image_id] = describe_pair(pair, m.kind or "duplicate") + (
+                    f" | imgdb dupes reject {g.keep_id[:12]} {m.image_id[:12]}"
+                )
+            groups.append(
+                GalleryGroup(
+                    f"group {g.group_id}: {g.size} images, {g.stage}",
+                    g.ids,
+                    note=f"kept: {g.keep_id[:12]} (first)",
+                    captions=captions,
+                )
             )
-            for g in result.groups
-        ]
+        recolours = result.recolours
+        if recolours and not result.params.get("recolours"):
+            for n, p in enumerate(recolours, 1):
+                groups.append(
+                    GalleryGroup(
+                        f"recolour {n}",
+                        [p.a, p.b],
+                        note="the same photograph with the product's colour changed: not grouped",
+                        captions={p.b: describe_pair(p, "recolour")},
+                    )
+                )
         return export_groups(self.store, groups, to, title=f"imgdb duplicate groups, run {result.run_id}")
 
     # -- clusters -----------------------------------------------------------------
@@ -213,6 +237,24 @@ class Collection:
         run_id = clustering.resolve_run(self.store, run)
         top_sites = {c.cluster: c.top_sites for c in clustering.show(self.store, run_id)}
         return export_clusters(self.store, run_id, to, mode, top_sites=top_sites)
+
+
+def describe_pair(pair: Any, kind: str) -> str:
+    """A pair's evidence in one line, for tables and galleries."""
+    if pair is None:
+        return kind
+    parts = [kind, "+".join(pair.stages) or pair.stage]
+    if pair.phash_distance is not None:
+        parts.append(f"pHash {pair.phash_distance}")
+    if pair.square_distance is not None:
+        parts.append(f"square {pair.square_distance}")
+    if pair.cosine is not None:
+        parts.append(f"cos {pair.cosine:.3f}")
+    if pair.inliers:
+        parts.append(f"{pair.inliers} inliers over {pair.matched_area:.0%}")
+    if pair.changed is not None and pair.verified:
+        parts.append(f"{pair.changed:.0%} changed")
+    return ", ".join(parts)
 
 
 def read_query(query: str) -> bytes:

@@ -485,6 +485,11 @@ def bench_report(store: Store, bench: BenchLabels, find_args: dict[str, Any]) ->
     for a, b in found:
         ia, ib = image_of[a], image_of[b]
         found_kind[(a, b)] = None if ia == ib else kinds.get((min(ia, ib), max(ia, ib)))
+    for p in result.pairs:  # recolour pairs stay out of groups unless asked, but are reported
+        if getattr(p, "kind", None) == "recolour":
+            for fa in files_of.get(p.a, ()):
+                for fb in files_of.get(p.b, ()):
+                    found_kind.setdefault((min(fa, fb), max(fa, fb)), "recolour")
     print(
         f"dedup.find {result.params}: {len(result.groups)} groups, pairs {result.stats.get('pairs')} ({seconds:.2f} s)"
     )
@@ -562,7 +567,10 @@ def split_scores(
         }
 
     wanted = [(bench.original[bench.group[f]], f) for f in recolours]
-    recolour = kind_scores({p: found_kind[p] for p in pairs}, wanted, "recolour")
+    # Recolours are reported apart from groups (unless asked): a recolour pair counts wherever it is.
+    recolour_found = {p: found_kind[p] for p in pairs}
+    recolour_found.update({p: k for p, k in found_kind.items() if k == "recolour" and p[0] in sel and p[1] in sel})
+    recolour = kind_scores(recolour_found, wanted, "recolour")
     return {
         "files": len(files),
         "duplicates": dup.as_dict(),

@@ -39,7 +39,7 @@ def test_the_readme_example_runs(store_path: Path, tmp_path: Path):
     with imgdb.open(store_path) as col:
         columns, rows = col.sql("SELECT format, count(*) AS n FROM images GROUP BY 1 ORDER BY 1")
         assert columns == ["format", "n"] and rows == [("JPEG", 4), ("PNG", 4)]
-        assert [g.ids for g in col.dupes()] == [g.ids for g in result.groups]
+        assert [g.ids for g in col.dupes().groups] == [g.ids for g in result.groups]
         assert col.info()["images"] == 8
 
 

@@ -108,8 +108,8 @@ def test_identical_pixels_in_png_and_lossless_webp(collection):
     g = group_of(result, collection["png"])
     assert g is not None and set(g.ids) == {collection["png"], collection["webp"]}
     assert g.stage == "pixels" and g.best_score == 1.0
-    stages = {p.stage for p in result.pairs if {p.a, p.b} == {collection["png"], collection["webp"]}}
-    assert "pixels" in stages and "phash" in stages  # every stage that found it is recorded
+    (pair,) = [p for p in result.pairs if {p.a, p.b} == {collection["png"], collection["webp"]}]
+    assert pair.stage == "pixels" and "phash" in pair.stages  # every stage that found it is recorded
     # The pixels stage alone finds exactly that pair.
     alone = dedup.find(collection["store"], methods=("pixels",))
     assert [set(g.ids) for g in alone.groups] == [{collection["png"], collection["webp"]}]
@@ -149,9 +149,11 @@ def test_results_and_hashes_are_in_duckdb(collection):
     assert [(k, n) for _g, k, n in keeps] == [(1, g.size) for g in result.groups]
     saved = dedup.latest_groups(store, result.run_id)
     assert [(g.keep_id, g.ids, g.stage) for g in saved] == [(g.keep_id, g.ids, g.stage) for g in result.groups]
-    # A re-run reuses the cached hashes and gives the same groups.
-    again = dedup.find(store)
-    assert again.stats["hashed_now"] == 0
+    # Unchanged, the store shows its last run; run again, it reuses the cached hashes.
+    latest = dedup.find(store)  # other tests of this module ran other methods since
+    assert dedup.find(store).reused and dedup.find(store).run_id == latest.run_id
+    again = dedup.find(store, again=True)
+    assert again.stats["hashed_now"] == 0 and not again.reused
     assert [g.ids for g in again.groups] == [g.ids for g in result.groups]
     assert [g.ids for g in dedup.latest_groups(store)] == [g.ids for g in again.groups]
 
@@ -168,8 +170,9 @@ def test_grouping_does_not_chain():
     assert sorted(map(sorted, groups)) == [["A", "B", "C"], ["D", "E"]]
 
 
-def test_end_to_end_no_chaining(tmp_path, model):
+def test_a_blend_of_two_photos_is_a_candidate_but_never_a_duplicate(tmp_path, model):
     # B is a 50/50 blend of two unrelated photos: 18 bits from each, they are 36 apart.
+    # Hashes alone would link A~B and B~C; verification sees new content everywhere.
     a, c = images.photo(30, (320, 240)), images.photo(31, (320, 240))
     b = Image.blend(a, c, 0.5)
     files = {"a.png": images.png_bytes(a), "b.png": images.png_bytes(b), "c.png": images.png_bytes(c)}
@@ -187,10 +190,7 @@ def test_end_to_end_no_chaining(tmp_path, model):
         t = max(dist("a.png", "b.png"), dist("b.png", "c.png"))
         assert dist("a.png", "c.png") > t
         result = dedup.find(store, methods=("phash",), phash_max_distance=t)
-        pairs = {frozenset((p.a, p.b)) for p in result.pairs}
-        assert frozenset((ids["a.png"], ids["b.png"])) in pairs and frozenset((ids["b.png"], ids["c.png"])) in pairs
-        assert len(result.groups) == 1
-        assert ids["b.png"] in result.groups[0].ids and len(result.groups[0].ids) == 2
+        assert result.stats["to_verify"] == 2 and result.pairs == [] and result.groups == []
 
 
 # ---------------------------------------------------------------------------------- decisions

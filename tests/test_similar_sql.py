@@ -157,7 +157,7 @@ def test_cli_dupes_json_csv_reject_and_sql_views(collection):
         for g in together
     )
     csv_out = runner.invoke(app, ["dupes", "--db", db, "--csv"])
-    assert csv_out.stdout.startswith("group,stage,best_score,keep,image_id")
+    assert csv_out.stdout.startswith("group,keep,image_id,kind,stages,phash_distance")
     views = json.loads(
         runner.invoke(app, ["sql", "SELECT count(DISTINCT group_id) AS n FROM dupes", "--db", db, "--json"]).stdout
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -254,8 +254,11 @@ def _k_value(text: str) -> int | str:
     return int(text)
 
 
-dupes_app = typer.Typer(help="Near-duplicate groups from identical bytes, pixels, perceptual hash and embeddings.")
+dupes_app = typer.Typer(
+    help="Near-duplicate groups: renditions, crops and re-encodes of one photograph, each pair verified."
+)
 app.add_typer(dupes_app, name="dupes")
+Html = Annotated[Path | None, typer.Option(help="Also write a browsable gallery of the groups to this folder.")]
 
 
 @dupes_app.callback(invoke_without_command=True)
@@ -264,34 +267,40 @@ def dupes(
     db: Db = None,
     method: Annotated[
         list[str] | None,
-        typer.Option(help="Stage to run, repeatable: exact, pixels, phash, dhash, embedding [default: all but dhash]."),
+        typer.Option(
+            help="Stage proposing pairs, repeatable: exact, pixels, phash, square, dhash, embedding "
+            "[default: all but dhash]."
+        ),
     ] = None,
     phash_distance: Annotated[
         int | None,
         typer.Option(
-            min=0, max=32, show_default=False, help="Most differing pHash bits for a pair [default: 6, calibrated]."
+            min=0, max=32, show_default=False, help="Most differing pHash bits for a candidate [default: 12]."
         ),
     ] = None,
     cosine: Annotated[
         float | None,
         typer.Option(
-            min=0.0, max=1.0, show_default=False, help="Least embedding cosine for a pair [default: 0.94, calibrated]."
+            min=0.0, max=1.0, show_default=False, help="Least embedding cosine for a candidate [default: 0.8]."
         ),
     ] = None,
     keep: Annotated[
         str, typer.Option(help="Which member to mark as kept: largest, smallest, earliest, latest.")
     ] = "largest",
-    html: Annotated[
-        Path | None, typer.Option(help="Also write a browsable gallery of the groups to this folder.")
-    ] = None,
+    recolours: Annotated[
+        bool, typer.Option("--recolours", help="Also group recolours (one photo, the product's colour changed).")
+    ] = False,
+    html: Html = None,
     json: Json = False,
     csv: Csv = False,
 ) -> None:
-    """Find near-duplicate groups (nothing is deleted); `imgdb dupes reject A B` to overrule a pair."""
+    """Find near-duplicate groups and save the run (nothing is deleted); an unchanged store shows its last run.
+
+    `imgdb dupes show` shows a saved run; `imgdb dupes reject A B` overrules a pair.
+    """
     if ctx.invoked_subcommand:
         return
     import imgdb
-    from imgdb.cli.present import dupe_groups, dupe_rows, print_json, rows
     from imgdb.dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE
 
     fmt = _fmt(json, csv)
@@ -299,17 +308,52 @@ def dupes(
         result = images.find_dupes(
             methods=method or DEFAULT_METHODS,
             keep=keep,
+            recolours=recolours,
             phash_max_distance=PHASH_MAX_DISTANCE if phash_distance is None else phash_distance,
             cosine_min=COSINE_MIN if cosine is None else cosine,
         )
-        if html is not None:
-            images.dupes_gallery(result, html)
+        gallery = images.dupes_gallery(result, html) if html is not None else None
+    _show_dupes(result, fmt, gallery)
+
+
+@dupes_app.command("show")
+def dupes_show(
+    run: Annotated[int | None, typer.Argument(help="Dupes run id [default: the latest].", show_default=False)] = None,
+    db: Db = None,
+    html: Html = None,
+    json: Json = False,
+    csv: Csv = False,
+) -> None:
+    """Show a saved dupes run: its groups, its recolours and every pair's evidence."""
+    import imgdb
+
+    fmt = _fmt(json, csv)
+    with _errors(), imgdb.open(db) as images:
+        result = images.dupes(run)
+        gallery = images.dupes_gallery(result, html) if html is not None else None
+    _show_dupes(result, fmt, gallery)
+
+
+def _show_dupes(result: Any, fmt: str, gallery: Path | None) -> None:
+    from imgdb.cli.present import console, dupe_groups, dupe_rows, print_json, rows
+
     if fmt == "json":
-        print_json({"run_id": result.run_id, "groups": [_asdict(g) for g in result.groups]})
+        print_json(
+            {
+                "run_id": result.run_id,
+                "reused": result.reused,
+                "groups": [_asdict(g) for g in result.groups],
+                "pairs": [_asdict(p) for p in result.pairs],
+            }
+        )
     elif fmt == "csv":
         rows(*dupe_rows(result), fmt="csv")
     else:
+        if result.reused:
+            console.print(f"unchanged since run {result.run_id}; showing it")
         dupe_groups(result)
+    if gallery is not None:
+        console.print(f"wrote gallery to {gallery}", highlight=False)
 
 
 @dupes_app.command("reject")

@@ -142,42 +142,54 @@ def similar_table(matches: list[Any], title: str) -> None:
 
 
 def dupe_groups(result: Any) -> None:
-    """One row per group: size, stage, best score, then each member (kept one first)."""
+    """One row per group (kept member first, each other with its evidence), then the recolours."""
+    from imgdb.collection import describe_pair
+
+    evidence = {(p.a, p.b): p for p in result.pairs}
     table = Table(title=f"{len(result.groups)} duplicate groups (run {result.run_id})")
-    for name in ("group", "size", "stage", "best", "members (kept first)"):
+    for name in ("group", "size", "members (kept first) and evidence"):
         table.add_column(name, overflow="fold")
     for g in result.groups:
         lines = []
         for m in g.members:
-            mark = "keep " if m.image_id == g.keep_id else f"{m.stage} {m.score:.3f} " if m.score is not None else ""
             where = m.source or ""
             more = f" (+{len(m.sources) - 1} more)" if len(m.sources) > 1 else ""
-            lines.append(f"{mark}{m.image_id[:12]} {m.width}x{m.height} {where}{more}")
-        table.add_row(str(g.group_id), str(g.size), g.stage, f"{g.best_score:.3f}", "\n".join(lines))
-    console.print(table)
+            lines.append(
+                f"{'keep ' if m.image_id == g.keep_id else '     '}{m.image_id[:12]} {m.width}x{m.height} {where}{more}"
+            )
+            if m.image_id != g.keep_id:
+                pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
+                lines.append(f"       {describe_pair(pair, m.kind or 'duplicate')}")
+        table.add_row(str(g.group_id), str(g.size), "\n".join(lines))
+    if result.groups:
+        console.print(table)
+    else:
+        console.print(f"no duplicate groups (run {result.run_id})")
+    recolours = [p for p in result.pairs if p.kind == "recolour"]
+    if recolours and not result.params.get("recolours"):
+        console.print(f"{len(recolours)} recolours (one photo, the product's colour changed; --recolours groups them):")
+        for p in recolours:
+            console.print(f"  {p.a[:12]} ~ {p.b[:12]}: {describe_pair(p, 'recolour')}", highlight=False, markup=False)
 
 
 def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Flat rows (one per member and source) for --csv."""
-    columns = ["group", "stage", "best_score", "keep", "image_id", "match_stage", "score", "width", "height", "source"]
+    """Flat rows for --csv: one per member and source, with the evidence of its link to the kept one."""
+    columns = [
+        "group", "keep", "image_id", "kind", "stages", "phash_distance", "square_distance", "cosine", "inliers",
+        "matched_area", "changed", "width", "height", "source",
+    ]  # fmt: skip
+    evidence = {(p.a, p.b): p for p in result.pairs}
     data = []
     for g in result.groups:
         for m in g.members:
+            pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
+            ev = (
+                [m.kind, "+".join(pair.stages), pair.phash_distance, pair.square_distance, pair.cosine, pair.inliers,
+                 pair.matched_area, pair.changed]
+                if pair is not None else [m.kind, m.stage, None, None, None, None, None, None]
+            )  # fmt: skip
             for source in m.sources or [""]:
-                data.append(
-                    (
-                        g.group_id,
-                        g.stage,
-                        g.best_score,
-                        m.image_id == g.keep_id,
-                        m.image_id,
-                        m.stage,
-                        m.score,
-                        m.width,
-                        m.height,
-                        source,
-                    )
-                )
+                data.append((g.group_id, m.image_id == g.keep_id, m.image_id, *ev, m.width, m.height, source))
     return columns, data
 
 

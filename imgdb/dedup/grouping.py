@@ -1,33 +1,18 @@
 """Grouping pairs without chaining, and which member of a group is marked to keep.
 
 Grouping is complete linkage over the pairs, taken strongest first: two groups merge only
-if *every* cross pair is a found pair or passes the looser test of ``LooseBounds``, so A~B
-and B~C never put A with C unless A and C are at least loosely alike (no chaining). A pair
-the user rejected never passes the loose test, so its two images never share a group.
-
-The price of no chaining: a member linked to the original by one stage only, next to a
-member linked by another stage only, joins only if the two members are loosely alike;
-otherwise it forms a group of its own or stays out.
+if *every* cross pair is a kept pair or passes ``compatible`` (in a dupes run: verified as
+the same photograph now), so A~B and B~C never put A with C unless A~C too (no chaining).
+A pair the user rejected never passes, so its two images never share a group.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
-from imgdb.dedup.hashes import ImageHashes, hamming
 from imgdb.dedup.results import Member
-
-#: Looser bounds a member must meet with every *other* member of its group (it must meet
-#: the strict ones with at least one), so that, e.g., a crop found by the embedding and a
-#: thumbnail found by pHash can both join their original although they are not strict
-#: duplicates of each other. Calibrated: see docs/evaluation.md.
-LOOSE_PHASH = 12
-LOOSE_COSINE = 0.80
 
 #: Which member a group marks to keep (``pick_keep``).
 KEEP_POLICIES = ("largest", "smallest", "earliest", "latest")
@@ -74,49 +59,6 @@ def group_without_chaining(
             members[big].extend(members.pop(small))
     order = sorted(members.items(), key=lambda kv: kv[0])
     return [m for _g, m in order if len(m) > 1]
-
-
-@dataclass
-class LooseBounds:
-    """The loose test for completing a group: pHash within ``LOOSE_PHASH`` or cosine >= ``LOOSE_COSINE``.
-
-    Images are indices into ``ids``; ``hashes`` is None when no hash stage ran, and
-    ``vec_rows`` maps an index to its row of ``X`` (images without a vector are absent).
-    ``rejected`` holds (smaller, larger) index pairs that never pass.
-    """
-
-    ids: list[str]
-    hashes: dict[str, ImageHashes] | None = None
-    vec_rows: dict[int, int] = field(default_factory=dict)
-    X: np.ndarray | None = None
-    rejected: set[tuple[int, int]] = field(default_factory=set)
-
-    def compatible(self, i: int, j: int) -> bool:
-        if (min(i, j), max(i, j)) in self.rejected:
-            return False
-        bits = self._phash_bits(i, j)
-        if bits is not None and bits <= LOOSE_PHASH:
-            return True
-        if self.X is not None and i in self.vec_rows and j in self.vec_rows:
-            return self._cosine(i, j) >= LOOSE_COSINE
-        return False
-
-    def link(self, i: int, j: int) -> tuple[str, float]:
-        """(stage, score) of a member that joined through the loose test, measured to the kept one."""
-        bits = self._phash_bits(i, j)
-        if bits is not None and bits <= LOOSE_PHASH:
-            return "phash", 1 - bits / 64
-        return "embedding", self._cosine(i, j)
-
-    def _phash_bits(self, i: int, j: int) -> int | None:
-        if self.hashes is None:
-            return None
-        a, b = self.hashes[self.ids[i]].phash, self.hashes[self.ids[j]].phash
-        return hamming(a, b) if a is not None and b is not None else None
-
-    def _cosine(self, i: int, j: int) -> float:
-        assert self.X is not None
-        return float(self.X[self.vec_rows[i]] @ self.X[self.vec_rows[j]])
 
 
 def pick_keep(members: list[Member], policy: str) -> Member:

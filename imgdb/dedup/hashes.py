@@ -1,4 +1,10 @@
-"""Per-image hashes: pHash, dHash and the sha256 of the decoded pixels, cached in ``image_hashes``.
+"""Per-image hashes: pHash (of the whole image and of its centre square), dHash and the
+sha256 of the decoded pixels, cached in ``image_hashes``.
+
+The centre square's pHash is what survives a CMS thumbnail: a square centre crop of a
+portrait photo shares it with the photo while the whole-image hashes differ. Transparent
+images are hashed as drawn on mid-grey (and their pixel hash includes the alpha band), so
+two logos that are blank on white are not "identical".
 
 A row is reused only while its ``hasher`` equals ``HASHER``; rows from another hasher are
 recomputed. Images that cannot be decoded get a row with ``error`` set and no hashes; a blob
@@ -21,39 +27,50 @@ from imgdb.progress import NullProgress, Progress
 from imgdb.store import Store, utcnow
 
 #: Identifies how image_hashes rows were computed; rows from another hasher are recomputed.
-HASHER = "imagehash4-phash8-dhash8+rgb-sha256-v1"
+HASHER = "imagehash4-phash8-dhash8-center8+rgba-sha256-v2"
 
 
 @dataclass
 class ImageHashes:
     phash: int | None  # 64-bit DCT perceptual hash (imagehash.phash)
     dhash: int | None  # 64-bit difference hash
-    pixel_sha256: str | None  # sha256 of size + decoded RGB pixels
+    pixel_sha256: str | None  # sha256 of size + decoded RGB(A) pixels
     error: str | None = None  # why there are no hashes ("unreadable" or a decode reason)
+    square_phash: int | None = None  # pHash of the centre square
 
 
-def hash_image(image: Any) -> ImageHashes:
-    """pHash, dHash and pixel sha256 of a decoded RGB ``PIL.Image``."""
+def hash_image(image: Any, alpha: Any = None) -> ImageHashes:
+    """The hashes of a decoded RGB ``PIL.Image`` and, for a transparent one, its alpha band."""
     import imagehash
+    from PIL import Image
 
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     w, h = rgb.size
-    digest = hashlib.sha256(f"{w}x{h}:RGB:".encode())
+    digest = hashlib.sha256(f"{w}x{h}:{'RGBA' if alpha is not None else 'RGB'}:".encode())
     digest.update(rgb.tobytes())
-    gray = rgb.convert("L")  # both hashes start from luminance; convert once
+    if alpha is not None:
+        digest.update(alpha.tobytes())
+        rgb = Image.composite(rgb, Image.new("RGB", rgb.size, (128, 128, 128)), alpha)
+    gray = rgb.convert("L")  # every hash starts from luminance; convert once
+    side = min(w, h)
+    center = gray.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
     return ImageHashes(
-        bits_to_int(imagehash.phash(gray).hash), bits_to_int(imagehash.dhash(gray).hash), digest.hexdigest()
+        bits_to_int(imagehash.phash(gray).hash),
+        bits_to_int(imagehash.dhash(gray).hash),
+        digest.hexdigest(),
+        square_phash=bits_to_int(imagehash.phash(center).hash),
     )
 
 
 def hash_bytes(data: bytes) -> ImageHashes:
-    """Hashes of an encoded image, decoded at full size (``decode``: EXIF-rotated, alpha on white)."""
+    """Hashes of an encoded image, decoded at full size (``decode``: EXIF-rotated)."""
     from imgdb.imaging.decode import decode
 
     try:
-        return hash_image(decode(data).image)
+        decoded = decode(data)
     except DecodeError as exc:
         return ImageHashes(None, None, None, exc.reason)
+    return hash_image(decoded.image, decoded.alpha)
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,10 +105,10 @@ def compute_hashes(
     """
     ids = sorted(store.image_ids()) if ids is None else list(ids)
     cached: dict[str, ImageHashes] = {}
-    for image_id, ph, dh, px, err in store.query(
-        "SELECT image_id, phash, dhash, pixel_sha256, error FROM image_hashes WHERE hasher = ?", [HASHER]
+    for image_id, ph, dh, px, err, center in store.query(
+        "SELECT image_id, phash, dhash, pixel_sha256, error, square_phash FROM image_hashes WHERE hasher = ?", [HASHER]
     ):
-        cached[image_id] = ImageHashes(ph, dh, px, err)
+        cached[image_id] = ImageHashes(ph, dh, px, err, center)
     missing = [i for i in ids if i not in cached]
     progress = progress or NullProgress()
     progress.found("hash", len(missing))
@@ -126,9 +143,10 @@ def _hash_stored(store: Store, image_id: str) -> ImageHashes:
 def _save_hashes(store: Store, ids: list[str], hashes: list[ImageHashes]) -> None:
     now = utcnow()
     store.query(
-        "INSERT OR REPLACE INTO image_hashes (image_id, phash, dhash, pixel_sha256, hasher, error, computed_at) "
+        "INSERT OR REPLACE INTO image_hashes "
+        "(image_id, phash, dhash, pixel_sha256, hasher, error, computed_at, square_phash) "
         "SELECT unnest(?), unnest(?::UBIGINT[]), unnest(?::UBIGINT[]), unnest(?::VARCHAR[]), ?, "
-        "unnest(?::VARCHAR[]), ?",
+        "unnest(?::VARCHAR[]), ?, unnest(?::UBIGINT[])",
         [
             ids,
             [h.phash for h in hashes],
@@ -137,5 +155,6 @@ def _save_hashes(store: Store, ids: list[str], hashes: list[ImageHashes]) -> Non
             HASHER,
             [h.error for h in hashes],
             now,
+            [h.square_phash for h in hashes],
         ],
     )

@@ -11,11 +11,25 @@ from imgdb.store import ImageInfo
 
 @dataclass
 class Pair:
+    """Two images a run decided are the same photograph (``kind`` duplicate) or a recolour
+    of it, with the evidence: which stages proposed the pair and what verification saw."""
+
     a: str  # a < b
     b: str
-    stage: str
-    score: float  # similarity in [0, 1]
+    stage: str  # the strongest stage that found it ("verified": found while grouping)
+    score: float  # similarity in [0, 1] at that stage
     distance: int | None = None  # Hamming bits for hash stages
+    kind: str = "duplicate"  # duplicate | recolour
+    stages: list[str] = field(default_factory=list)  # every stage that found it
+    phash_distance: int | None = None
+    square_distance: int | None = None
+    cosine: float | None = None
+    inliers: int | None = None  # keypoint matches that agree with one transform
+    matched_area: float | None = None  # share of the smaller image the inliers span
+    changed: float | None = None  # share of compared blocks whose content differs
+    recoloured: float | None = None  # share of the overlap whose hue turned
+    verified: str | None = None  # how verification aligned them: keypoints | frame | None
+    container: str | None = None  # the image that shows all the other does (the other is a crop of it)
 
 
 @dataclass
@@ -29,6 +43,7 @@ class Member:
     sources: list[str]  # every place it was found, first seen first
     stage: str | None = None  # how this member matches the kept one; None for the kept one
     score: float | None = None
+    kind: str | None = None  # duplicate | recolour, to the kept one; None for the kept one
     source: str | None = None  # the representative source every command shows
 
     @classmethod
@@ -81,6 +96,11 @@ class Group:
 class DupeResult:
     run_id: int
     groups: list[Group]
-    pairs: list[Pair]
+    pairs: list[Pair]  # every kept pair, duplicates and recolours, with evidence
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # nothing changed since this saved run, so it was shown again
+
+    @property
+    def recolours(self) -> list[Pair]:
+        return [p for p in self.pairs if p.kind == "recolour"]

@@ -1,18 +1,21 @@
-"""The stages of a dupes run, their default thresholds, and the candidate pairs they produce.
+"""The stages of a dupes run, their default bounds, and the candidate pairs they produce.
 
 Stages, strongest first; ``methods`` picks which run:
 
 ``exact``      identical bytes. The store already collapses those into one image id, so an
                "exact" duplicate is one image with several distinct sources (paths / URLs).
-``pixels``     identical decoded RGB pixels (sha256 of size + pixels): PNG vs lossless WebP,
-               a JPEG with its metadata stripped, ...
+``pixels``     identical decoded pixels (sha256 of size + pixels): PNG vs lossless WebP,
+               a JPEG with its metadata stripped, ... Certain: never verified.
 ``phash``      64-bit DCT perceptual hash, Hamming distance <= ``PHASH_MAX_DISTANCE``.
+``square``     the pHash of each image's centre square, distance <= ``SQUARE_MAX_DISTANCE``:
+               finds square CMS thumbnails of portrait or landscape photos.
 ``dhash``      64-bit difference hash, Hamming distance <= ``DHASH_MAX_DISTANCE`` (off by default).
 ``embedding``  cosine of the store's L2-normalised model vectors >= ``COSINE_MIN``.
 
-Every pair a stage finds gets a similarity ``score`` in [0, 1] (1.0 for pixels,
-``1 - bits/64`` for the hashes, the cosine for embeddings) and, for hash stages, the
-Hamming ``distance``.
+The hash and embedding stages only propose candidates, with bounds loose enough to
+reach crops and renditions; ``verify`` decides each one. Every pair a stage finds gets a
+similarity ``score`` in [0, 1] (1.0 for pixels, ``1 - bits/64`` for the hashes, the cosine
+for embeddings) and, for hash stages, the Hamming ``distance``.
 """
 
 from __future__ import annotations
@@ -25,18 +28,24 @@ import numpy as np
 from imgdb.dedup.results import Pair
 
 #: Stages in order of strength; a pair found by several keeps the strongest for grouping.
-STAGES = ("exact", "pixels", "phash", "dhash", "embedding")
-DEFAULT_METHODS = ("exact", "pixels", "phash", "embedding")
+STAGES = ("exact", "pixels", "phash", "square", "dhash", "embedding")
+DEFAULT_METHODS = ("exact", "pixels", "phash", "square", "embedding")
 #: A stage's position in ``STAGES``: lower is stronger.
 RANK = {s: i for i, s in enumerate(STAGES)}
 #: The stages that compare per-image hashes (``compute_hashes``).
-HASH_STAGES = ("pixels", "phash", "dhash")
+HASH_STAGES = ("pixels", "phash", "square", "dhash")
+#: Stages whose pairs are certain without verification.
+CERTAIN = ("exact", "pixels")
 
-# Default thresholds. Calibrated: see docs/evaluation.md ("Near-duplicates") and
-# scripts/calibrate_dupes.py; changing one changes which pairs every run finds.
-PHASH_MAX_DISTANCE = 6
-DHASH_MAX_DISTANCE = 5
-COSINE_MIN = 0.94
+# Candidate bounds: loose, since verification decides. Fitted on the fit half of
+# scripts/make_dupes_bench.py's set (docs/evaluation.md, "Near-duplicates").
+PHASH_MAX_DISTANCE = 12
+SQUARE_MAX_DISTANCE = 10
+DHASH_MAX_DISTANCE = 10
+COSINE_MIN = 0.80
+#: A pair that cannot be verified (an image that no longer decodes) is kept only this close.
+STRICT_PHASH = 6
+STRICT_COSINE = 0.94
 
 
 @dataclass(frozen=True)

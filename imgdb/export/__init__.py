@@ -107,6 +107,7 @@ class GalleryGroup:
     ids: list[str]
     note: str = ""  # a line under the title
     links: list[tuple[str, str]] = field(default_factory=list)  # (label, relative href) beside the title
+    captions: dict[str, str] = field(default_factory=dict)  # image id -> a line under its picture
 
 
 def extension(fmt: str | None) -> str:
@@ -193,7 +194,7 @@ section h2{font-size:17px;margin:14px 0 2px}section h2 small{font-weight:normal;
 figure{margin:0;width:206px;background:#fff;border:1px solid #ddd;border-radius:4px;padding:3px}
 figure img{display:block;margin:0 auto;max-width:200px;max-height:200px}
 figcaption{font-size:11px;color:#555;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;padding:3px 2px 0}
-figcaption a{color:#555}.more{font-size:13px;color:#666;margin-top:8px}
+figcaption a{color:#555}.evidence{white-space:normal;color:#333}.more{font-size:13px;color:#666;margin-top:8px}
 """
 
 
@@ -259,7 +260,7 @@ def write_gallery(
                 thumb.save(thumb_path, "JPEG", quality=80)
                 if need_sheet:
                     thumbs_for_sheet.append(thumb)
-            figures.append(_figure(info[image_id], thumb_rel, links.get(image_id)))
+            figures.append(_figure(info[image_id], thumb_rel, links.get(image_id), group.captions.get(image_id)))
         header_links = list(group.links)
         if sheets and ids:
             sheet_rel = f"sheets/{n:03d}-{safe_filename(group.title, default='group', max_len=40)}.png"
@@ -294,7 +295,7 @@ def write_gallery(
     return index
 
 
-def _figure(info: ImageInfo, thumb_rel: str, full_rel: str | None) -> str:
+def _figure(info: ImageInfo, thumb_rel: str, full_rel: str | None, extra: str | None = None) -> str:
     img = f'<img src="{html.escape(_href(thumb_rel))}" loading="lazy" alt="{html.escape(info.id[:12])}">'
     if full_rel:
         img = f'<a href="{html.escape(_href(full_rel))}">{img}</a>'
@@ -309,6 +310,10 @@ def _figure(info: ImageInfo, thumb_rel: str, full_rel: str | None) -> str:
         caption = f'<a href="{html.escape(src)}" rel="noopener noreferrer">{html.escape(label)}</a>'
     else:
         caption = html.escape(label)
+    if extra:
+        caption += f'<br><span class="evidence">{html.escape(extra)}</span>'
+    if extra:
+        caption += f'<br><span class="evidence">{html.escape(extra)}</span>'
     return f'<figure title="{html.escape(tip)}">{img}<figcaption>{caption}</figcaption></figure>'
 
 

@@ -77,8 +77,36 @@ def m001_initial(con: Any) -> None:
 @migration
 def m002_views(con: Any) -> None:
     """Views a newcomer can guess, stored so that read-only connections see them too."""
-    for name, body in VIEWS.items():
+    views = {  # as they were then; later migrations replace them
+        "image_sources": VIEWS["image_sources"],
+        "clusters_all": VIEWS["clusters_all"],
+        "clusters": VIEWS["clusters"],
+        "dupes_all": "SELECT * FROM dupe_groups",
+        "dupes": "SELECT * FROM dupe_groups WHERE run_id = (SELECT max(id) FROM dupe_runs)",
+    }
+    for name, body in views.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {body}")
+
+
+@migration
+def m003_dupes_evidence(con: Any) -> None:
+    """Dupes pairs carry their evidence and kind; hashes gain the centre square's pHash."""
+    con.execute("ALTER TABLE image_hashes ADD COLUMN IF NOT EXISTS square_phash UBIGINT")
+    for column, kind in (
+        ("kind", "VARCHAR"),  # duplicate | recolour
+        ("stages", "VARCHAR"),  # every stage that found the pair, comma-separated
+        ("phash_distance", "INTEGER"),
+        ("square_distance", "INTEGER"),  # pHash bits between the centre squares
+        ("cosine", "DOUBLE"),
+        ("inliers", "INTEGER"),  # keypoint matches that agree with one transform
+        ("matched_area", "DOUBLE"),  # share of the smaller image the inliers span
+        ("changed", "DOUBLE"),  # share of compared blocks whose content differs
+        ("recoloured", "DOUBLE"),  # share of the overlap whose hue turned
+    ):
+        con.execute(f"ALTER TABLE dupe_pairs ADD COLUMN IF NOT EXISTS {column} {kind}")
+    con.execute("ALTER TABLE dupe_groups ADD COLUMN IF NOT EXISTS kind VARCHAR")
+    for name in ("dupes_all", "dupes"):
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name]}")
 
 
 #: What ``imgdb sql`` documents beside the tables. ``image_sources``: an image with each
@@ -91,8 +119,16 @@ VIEWS = {
         FROM images i JOIN sources s ON s.image_id = i.id""",
     "clusters_all": "SELECT * FROM cluster_members",
     "clusters": "SELECT * FROM cluster_members WHERE run_id = (SELECT max(id) FROM cluster_runs)",
-    "dupes_all": "SELECT * FROM dupe_groups",
-    "dupes": "SELECT * FROM dupe_groups WHERE run_id = (SELECT max(id) FROM dupe_runs)",
+    # One row per member, with the evidence of its link to the group's kept image.
+    "dupes_all": """
+        WITH kept AS (SELECT run_id, group_id, image_id AS keep_id FROM dupe_groups WHERE is_keep)
+        SELECT g.run_id, g.group_id, g.image_id, g.is_keep, k.keep_id, coalesce(g.kind, 'duplicate') AS kind,
+               g.stage, g.score, p.stages, p.phash_distance, p.square_distance, p.cosine, p.inliers,
+               p.matched_area, p.changed, p.recoloured
+        FROM dupe_groups g JOIN kept k USING (run_id, group_id)
+        LEFT JOIN dupe_pairs p ON p.run_id = g.run_id AND p.stages IS NOT NULL
+             AND p.a = least(g.image_id, k.keep_id) AND p.b = greatest(g.image_id, k.keep_id)""",
+    "dupes": "SELECT * FROM dupes_all WHERE run_id = (SELECT max(id) FROM dupe_runs)",
 }
 
 _INITIAL = """

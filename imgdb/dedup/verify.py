@@ -1,0 +1,418 @@
+"""Verification: is a candidate pair the same photograph, a recolour of it, or neither?
+
+The cheap stages only say two images look alike. ``verify`` decides with evidence:
+
+1. Geometry. ORB keypoints matched with Lowe's ratio test, then a similarity transform
+   (rotation, uniform scale, shift) fitted with RANSAC. Renditions and crops of one
+   photograph line up pixel for pixel; another shot of an object, or another product in
+   the same pose, does not, or only in parts. ``inliers`` and ``matched_area`` (the part of
+   the smaller image the inliers span) are the evidence.
+2. Content. The larger image is warped onto the smaller one and both are compared in a
+   grid of blocks: a block "changed" when its luminance no longer correlates (new text,
+   another flavour's label, another object). A duplicate may differ in a few blocks (a
+   watermark or badge, ``MAX_CHANGED``), never in many.
+3. Colour. A global colour change (grayscale, a tint, brightness, contrast) is a
+   duplicate. A recolour keeps the photograph and its neutral background but turns the
+   product's hue: many saturated pixels change hue by more than ``RECOLOUR_HUE`` degrees
+   while neutral pixels stay neutral, and nothing else changes (another flavour of one
+   packaging design turns colours *and* changes its text: neither).
+
+Images without enough texture for keypoints (flat logos, plain backgrounds) are compared
+frame to frame when their aspect ratios match. Transparent images are compared as drawn
+on mid-grey, so their shapes count, never as blank white.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Names how pairs are verified; a change makes ``find`` run again on an unchanged store.
+VERIFIER = "orb-ecc-blocks-v4"
+#: Longest side images are verified at; enough for ORB and the block grid, and cheap.
+SIDE = 384
+#: Keypoint matches that must agree with one transform for a geometric match.
+MIN_INLIERS = 15
+#: Share of the good matches that must be inliers.
+MIN_INLIER_RATIO = 0.3
+#: Share of changed blocks a duplicate may have (a small overlay); more means another image.
+MAX_CHANGED = 0.08
+#: A recolour changes colour only: almost no block may change in both lightness and value.
+RECOLOUR_MAX_CHANGED = 0.03
+#: Part of the smaller image the two must share (crops keeping about half still pass).
+MIN_OVERLAP = 0.4
+#: Hue turn (degrees) that makes a saturated pixel "recoloured".
+RECOLOUR_HUE = 30.0
+#: Share of the overlap whose hue turned for a recolour (the product is a real part of it).
+RECOLOUR_SHARE = 0.04
+GRID = 12
+#: A block is textured above this lightness deviation; textured blocks must correlate this much.
+TEXTURED = 8.0
+MIN_BLOCK_CORRELATION = 0.8
+
+DUPLICATE = "duplicate"
+RECOLOUR = "recolour"
+
+
+@dataclass
+class Evidence:
+    """What verification measured for one pair; ``kind`` is None when it is neither."""
+
+    kind: str | None
+    inliers: int = 0
+    matched_area: float = 0.0  # of the smaller image, spanned by the inliers
+    overlap: float = 0.0  # of the smaller image, covered by the other after alignment
+    changed: float = 1.0  # share of blocks whose lightness differs
+    reshaped: float = 1.0  # share of blocks whose lightness and value both differ
+    recoloured: float = 0.0  # share of the overlap whose hue turned
+    method: str = "keypoints"  # keypoints | frame | none
+    first_contains: bool = True  # the first image shows all the second does (the second is a crop)
+
+
+@dataclass
+class Prepared:
+    """One image ready for verification: RGB at most ``SIDE`` px, its grey copy and features."""
+
+    rgb: np.ndarray  # uint8 H x W x 3
+    gray: np.ndarray  # uint8 H x W
+    keypoints: Any
+    descriptors: np.ndarray | None
+    feature_scale: float  # feature coordinates = pixel coordinates * feature_scale
+
+
+def prepare(image: Any, alpha: Any = None) -> Prepared:
+    """A decoded RGB ``PIL.Image`` (and its alpha band, if any) ready for ``verify``."""
+    import cv2
+    from PIL import Image
+
+    rgb_image = image.convert("RGB")
+    if alpha is not None:  # drawn on mid-grey: a white logo must not vanish into white
+        grey = Image.new("RGB", rgb_image.size, (128, 128, 128))
+        rgb_image = Image.composite(_unflatten(rgb_image, alpha), grey, alpha)
+    if max(rgb_image.size) > SIDE:
+        rgb_image = rgb_image.copy()
+        rgb_image.thumbnail((SIDE, SIDE), Image.Resampling.LANCZOS)
+    rgb = np.asarray(rgb_image, dtype=np.uint8)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    scale = 1.0
+    features = gray
+    if max(gray.shape) < 320:  # small thumbnails: upscale so ORB finds enough corners
+        scale = 320 / max(gray.shape)
+        features = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    keypoints, descriptors = _orb().detectAndCompute(features, None)
+    return Prepared(rgb, gray, keypoints, descriptors, scale)
+
+
+def verify(a: Prepared, b: Prepared) -> Evidence:
+    """Same photograph (``duplicate``), the same photograph recoloured (``recolour``), or neither."""
+    transform, inliers, points = _align(a, b)
+    method = "keypoints"
+    if transform is None:
+        transform, method = _frame_transform(a, b), "frame"
+        if transform is None:
+            return Evidence(None, inliers=inliers, method="none")
+    evidence = _compare(a, b, transform)
+    evidence.inliers, evidence.method = inliers, method
+    evidence.matched_area = _matched_area(a, b, transform, points) if method == "keypoints" else evidence.overlap
+    if evidence.overlap < MIN_OVERLAP:
+        evidence.kind = None
+    elif evidence.recoloured >= RECOLOUR_SHARE:
+        # Another flavour of one packaging changes colours *and* some content: neither.
+        evidence.kind = RECOLOUR if evidence.reshaped <= RECOLOUR_MAX_CHANGED else None
+    else:
+        evidence.kind = DUPLICATE if evidence.changed <= MAX_CHANGED else None
+    return evidence
+
+
+# ---------------------------------------------------------------------------------------
+# geometry
+
+
+_ORB: Any = None
+
+
+def _orb() -> Any:
+    import cv2
+
+    global _ORB
+    if _ORB is None:
+        _ORB = cv2.ORB_create(nfeatures=1000, fastThreshold=10, edgeThreshold=15, patchSize=15)  # type: ignore[attr-defined]
+    return _ORB
+
+
+def _align(a: Prepared, b: Prepared) -> tuple[np.ndarray | None, int, np.ndarray]:
+    """The 2x3 transform from a's pixels to b's (None when they do not match), its inlier
+    count, and the inliers' positions in a."""
+    import cv2
+
+    none = np.zeros((0, 2), np.float32)
+    if a.descriptors is None or b.descriptors is None or len(a.keypoints) < 8 or len(b.keypoints) < 8:
+        return None, 0, none
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [m[0] for m in matches if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
+    if len(good) < MIN_INLIERS:
+        return None, 0, none
+    pa = np.array([a.keypoints[m.queryIdx].pt for m in good], np.float32) / a.feature_scale
+    pb = np.array([b.keypoints[m.trainIdx].pt for m in good], np.float32) / b.feature_scale
+    threshold = 3.0 / max(a.feature_scale, b.feature_scale, 1.0) + 1.0
+    transform, mask = cv2.estimateAffinePartial2D(
+        pa, pb, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=2000, confidence=0.99
+    )
+    if transform is None:
+        return None, 0, none
+    inliers = int(mask.sum())
+    if inliers < MIN_INLIERS or inliers < MIN_INLIER_RATIO * len(good):
+        return None, inliers, none
+    return transform, inliers, pa[mask.ravel() == 1]
+
+
+def _frame_transform(a: Prepared, b: Prepared) -> np.ndarray | None:
+    """For images too smooth or flat for keypoints: frame onto frame (aspect ratios within
+    10%), refined by ECC image alignment so a crop with small margins still lines up."""
+    import cv2
+
+    ha, wa = a.gray.shape
+    hb, wb = b.gray.shape
+    if abs(wa / ha - wb / hb) > 0.1 * (wa / ha):
+        return None
+    frame = np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)
+    # ECC finds the warp from b's pixels to a's, at a small size (cheap, and smooth is fine).
+    k = min(1.0, 128 / max(ha, wa, hb, wb))
+    small_a = cv2.resize(a.gray, None, fx=k, fy=k, interpolation=cv2.INTER_AREA).astype(np.float32)
+    small_b = cv2.resize(b.gray, None, fx=k, fy=k, interpolation=cv2.INTER_AREA).astype(np.float32)
+    warp = cv2.invertAffineTransform(frame).astype(np.float32)  # b -> a (no shift, so any scale)
+    try:
+        _score, warp_small = cv2.findTransformECC(
+            small_b,
+            small_a,
+            warp.copy(),
+            cv2.MOTION_AFFINE,
+            (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4),
+            None,
+            3,
+        )
+    except cv2.error:
+        return frame  # did not converge: the plain frame mapping, which the blocks then judge
+    warp_small[:, 2] /= k  # the shift was found in the small images' pixels
+    return cv2.invertAffineTransform(warp_small).astype(np.float32)
+
+
+def _matched_area(a: Prepared, b: Prepared, transform: np.ndarray, points: np.ndarray) -> float:
+    """Share of the smaller image that the inlier keypoints (``points``, in a) span."""
+    import cv2
+
+    if len(points) < 3:
+        return 0.0
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    if scale < 1:  # b is smaller: measure there
+        points = cv2.transform(points.reshape(-1, 1, 2), transform).reshape(-1, 2)
+        area = b.gray.shape[0] * b.gray.shape[1]
+    else:
+        area = a.gray.shape[0] * a.gray.shape[1]
+    return float(min(1.0, cv2.contourArea(cv2.convexHull(points)) / area))
+
+
+# ---------------------------------------------------------------------------------------
+# content and colour
+
+
+def _compare(a: Prepared, b: Prepared, transform: np.ndarray) -> Evidence:
+    """Warp one image onto the other (the one with the smaller footprint) and compare blocks."""
+    import cv2
+
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))  # b pixels per a pixel
+    area_a, area_b = a.gray.size * scale**2, b.gray.size  # footprints, in b's pixels
+    first_contains = area_b <= area_a
+    if first_contains:  # b shows less: a goes onto b
+        src, dst, t, s = a.rgb, b.rgb, transform, scale
+    else:
+        src, dst, t, s = b.rgb, a.rgb, cv2.invertAffineTransform(transform), 1 / scale
+    h, w = dst.shape[:2]
+    source: np.ndarray = src.astype(np.float32)
+    target: np.ndarray = dst.astype(np.float32)
+    if s < 1:  # shrinking: low-pass first, or aliasing reads as change
+        source = cv2.GaussianBlur(source, (0, 0), 0.5 / s)
+    elif s > 1.2:  # enlarging: soften the target to the same blur
+        target = cv2.GaussianBlur(target, (0, 0), 0.5 * s)
+    warped = cv2.warpAffine(source, t, (w, h), flags=cv2.INTER_LINEAR)
+    footprint = cv2.warpAffine(np.ones(src.shape[:2], np.uint8), t, (w, h), flags=cv2.INTER_NEAREST)
+    valid = cv2.erode(footprint, np.ones((3, 3), np.uint8)) > 0
+    overlap = float(valid.mean())
+    if overlap < MIN_OVERLAP:
+        return Evidence(None, overlap=overlap, first_contains=first_contains)
+    # Both at the same softness: resampling and JPEG noise must not count as change.
+    soft_w = cv2.GaussianBlur(warped, (0, 0), 1.0)
+    soft_d = cv2.GaussianBlur(target, (0, 0), 1.0)
+    lab_w, lab_d = _lab(soft_w), _lab(soft_d)
+    changed = _changed_blocks((lab_w[..., 0],), (lab_d[..., 0],), valid)
+    # A recolour that turns the hue moves lightness but keeps HSV value: a block changed
+    # in content only where both differ (new text or another object changes both).
+    reshaped = _changed_blocks((lab_w[..., 0], soft_w.max(axis=2)), (lab_d[..., 0], soft_d.max(axis=2)), valid)
+    # Hue is compared on a softer copy: at edges, a pixel of misalignment or JPEG's halved
+    # colour resolution turns hues that no recolour turned.
+    recoloured = _recoloured(
+        _lab(cv2.GaussianBlur(warped, (0, 0), 3.0)), _lab(cv2.GaussianBlur(target, (0, 0), 3.0)), valid
+    )
+    return Evidence(
+        None, overlap=overlap, changed=changed, reshaped=reshaped, recoloured=recoloured, first_contains=first_contains
+    )
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
+
+
+def _changed_blocks(channels_a: tuple[np.ndarray, ...], channels_b: tuple[np.ndarray, ...], valid: np.ndarray) -> float:
+    """Share of blocks that differ, in every channel, beyond one global tone curve each.
+
+    A block takes part when at least 80% of it lies in the overlap. Textured blocks must
+    still correlate; flat ones (where grain and JPEG noise would decide a correlation) must
+    keep their level and contrast.
+    """
+    h, w = valid.shape
+    grid = max(4, min(GRID, min(h, w) // 10))  # blocks of at least ~10 px
+    rows = np.minimum((np.arange(h) * grid) // h, grid - 1)
+    cols = np.minimum((np.arange(w) * grid) // w, grid - 1)
+    block = (rows[:, None] * grid + cols[None, :])[valid]
+    size = np.bincount((rows[:, None] * grid + cols[None, :]).ravel(), minlength=grid * grid)
+    count = np.bincount(block, minlength=grid * grid).astype(np.float64)
+    used = count >= 0.8 * size
+    if not used.any():
+        return 1.0
+    differs = np.ones(grid * grid, bool)
+    for a, b in zip(channels_a, channels_b):
+        # A grayscale, tinted or brighter copy moves the tones: match them first.
+        x, y = _match_tones(a, b, valid)[valid].astype(np.float64), b[valid].astype(np.float64)
+        n = np.maximum(count, 1)
+        mx, my = np.bincount(block, x, grid * grid) / n, np.bincount(block, y, grid * grid) / n
+        sx = np.sqrt(np.maximum(np.bincount(block, x * x, grid * grid) / n - mx**2, 0))
+        sy = np.sqrt(np.maximum(np.bincount(block, y * y, grid * grid) / n - my**2, 0))
+        cov = np.bincount(block, x * y, grid * grid) / n - mx * my
+        textured = (sx > TEXTURED) & (sy > TEXTURED)
+        ncc = cov / np.maximum(sx * sy, 1e-6)
+        this = np.where(textured, ncc < MIN_BLOCK_CORRELATION, (np.abs(mx - my) > 15) | (np.abs(sx - sy) > 8))
+        differs &= this  # changed only where every channel differs
+    return float(differs[used].sum() / used.sum())
+
+
+def _match_tones(lum_a: np.ndarray, lum_b: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``lum_a`` through the monotone curve that gives it ``lum_b``'s histogram on the overlap."""
+    q = np.linspace(0, 1, 65)
+    step = max(1, int(valid.sum()) // 20000)  # the curve needs quantiles, not every pixel
+    x, y = lum_a[valid][::step], lum_b[valid][::step]
+    return np.interp(lum_a, np.quantile(x, q), np.quantile(y, q))
+
+
+def _recoloured(lab_a: np.ndarray, lab_b: np.ndarray, valid: np.ndarray) -> float:
+    """Share of the overlap where a saturated colour turned hue while neutral pixels stayed neutral.
+
+    A tint or a grayscale copy changes neutral pixels too, or removes colour everywhere: 0.
+    """
+    a1, b1 = lab_a[..., 1] - 128, lab_a[..., 2] - 128
+    a2, b2 = lab_b[..., 1] - 128, lab_b[..., 2] - 128
+    c1, c2 = np.hypot(a1, b1), np.hypot(a2, b2)
+    neutral = valid & (c1 < 6)
+    if neutral.mean() > 0.05 and float(np.median(c2[neutral])) > 6:
+        return 0.0  # neutrals gained colour: a whole-image tint
+    saturated = valid & (c1 > 25) & (c2 > 25)
+    if saturated.sum() < 0.01 * valid.sum():
+        return 0.0
+    h1, h2 = np.arctan2(b1, a1)[saturated], np.arctan2(b2, a2)[saturated]
+    if (_one_hue(h2) and not _one_hue(h1)) or (_one_hue(h1) and not _one_hue(h2)):
+        return 0.0  # a colourful image against a monochrome one: a duotone tint
+    turn = np.degrees(np.abs(np.angle(np.exp(1j * (h2 - h1)))))
+    return float((turn > RECOLOUR_HUE).sum() / valid.sum())
+
+
+def _one_hue(hues: np.ndarray) -> bool:
+    """Whether the hues (radians) huddle around one angle, as in a monochrome tint."""
+    return bool(np.abs(np.exp(1j * hues).mean()) > 0.9)
+
+
+def _unflatten(rgb: Any, alpha: Any) -> Any:
+    """Undo decode's compositing onto white where pixels are partly transparent (approximately)."""
+    from PIL import Image
+
+    a = np.asarray(alpha, np.float32)[..., None] / 255
+    w = np.asarray(rgb, np.float32)
+    colour = np.where(a > 0.02, (w - 255 * (1 - a)) / np.maximum(a, 0.02), 0)
+    return Image.fromarray(np.clip(colour, 0, 255).astype(np.uint8), "RGB")
+
+
+# ---------------------------------------------------------------------------------------
+# many pairs
+
+
+class Verifier:
+    """Verifies pairs of stored images, preparing each image once (a bounded cache).
+
+    ``load(image_id)`` returns the decoded image and its alpha band, or None when the
+    image cannot be read or decoded; such pairs get no evidence (None).
+    """
+
+    def __init__(self, load: Any, *, workers: int = 2, cache: int = 1024):
+        import threading
+        from collections import OrderedDict
+
+        self._lock = threading.Lock()
+        self._load = load
+        self._workers = workers
+        self._cache_size = cache
+        self._prepared: OrderedDict[str, Prepared | None] = OrderedDict()
+        self._evidence: dict[tuple[str, str], Evidence | None] = {}
+        self.verified = 0  # pairs verified so far
+        self.seconds = 0.0
+
+    def known(self, a: str, b: str) -> Evidence | bool | None:
+        """The evidence already gathered for a pair, or False when it was never checked."""
+        return self._evidence.get((min(a, b), max(a, b)), False)
+
+    def check(self, a: str, b: str) -> Evidence | None:
+        key = (min(a, b), max(a, b))
+        if key not in self._evidence:
+            self._evidence[key] = self._verify(*key)
+        return self._evidence[key]
+
+    def check_many(self, pairs: list[tuple[str, str]]) -> list[Evidence | None]:
+        """Evidence for many pairs, on a thread pool (OpenCV and Pillow release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = sorted({(min(a, b), max(a, b)) for a, b in pairs} - self._evidence.keys())
+        # Prepare in order of first use, in chunks, so the cache holds what the chunk needs.
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="imgdb-verify") as pool:
+            step = max(1, self._cache_size // 4)
+            for start in range(0, len(todo), step):
+                chunk = todo[start : start + step]
+                for key, evidence in zip(chunk, pool.map(lambda k: self._verify(*k), chunk)):
+                    self._evidence[key] = evidence
+        return [self._evidence[(min(a, b), max(a, b))] for a, b in pairs]
+
+    def _verify(self, a: str, b: str) -> Evidence | None:
+        import time
+
+        pa, pb = self._get(a), self._get(b)
+        if pa is None or pb is None:
+            return None
+        t0 = time.perf_counter()
+        evidence = verify(pa, pb)
+        with self._lock:
+            self.seconds += time.perf_counter() - t0
+            self.verified += 1
+        return evidence
+
+    def _get(self, image_id: str) -> Prepared | None:
+        with self._lock:
+            if image_id in self._prepared:
+                self._prepared.move_to_end(image_id)
+                return self._prepared[image_id]
+        loaded = self._load(image_id)  # two threads may prepare one image: harmless
+        prepared = prepare(*loaded) if loaded is not None else None
+        with self._lock:
+            self._prepared[image_id] = prepared
+            while len(self._prepared) > self._cache_size:
+                self._prepared.popitem(last=False)
+        return prepared

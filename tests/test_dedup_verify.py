@@ -1,0 +1,178 @@
+"""What a near-duplicate is, on generated pictures: crops and renditions join, look-alikes do not,
+recolours are their own kind, transparent images are compared by their shapes, and every
+pair carries its evidence."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+from typer.testing import CliRunner
+
+import imgdb
+from imgdb import dedup
+from imgdb.cli import app
+from imgdb.dedup.verify import MIN_INLIERS
+from imgdb.demo.pictures import render
+from tests import images
+
+runner = CliRunner()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    return images.jpeg_bytes(img, quality=quality)
+
+
+def centre_square(img: Image.Image, side: int) -> Image.Image:
+    s = min(img.size)
+    left, top = (img.width - s) // 2, (img.height - s) // 2
+    return img.crop((left, top, left + s, top + s)).resize((side, side), Image.Resampling.LANCZOS)
+
+
+def product_on_white(seed: int, size: tuple[int, int] = (300, 300)) -> tuple[Image.Image, Image.Image]:
+    """A textured, saturated object on a white catalogue background, and the object's mask."""
+    w, h = size
+    texture = images.photo(seed, size)
+    hsv = np.asarray(texture.convert("HSV")).copy()
+    hsv[..., 1] = np.maximum(hsv[..., 1], 170)  # a colourful product
+    texture = Image.fromarray(hsv, "HSV").convert("RGB")
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle([w * 0.25, h * 0.12, w * 0.75, h * 0.9], radius=w // 10, fill=255)
+    white = Image.new("RGB", size, (255, 255, 255))
+    return Image.composite(texture, white, mask), mask
+
+
+def turn_hue(img: Image.Image, mask: Image.Image, turn: float) -> Image.Image:
+    hsv = np.asarray(img.convert("HSV")).copy()
+    inside = np.asarray(mask) > 0
+    hsv[..., 0] = np.where(inside, (hsv[..., 0].astype(int) + int(turn * 255)) % 256, hsv[..., 0]).astype(np.uint8)
+    return Image.fromarray(hsv, "HSV").convert("RGB")
+
+
+def logo(shape: str, side: int = 200) -> bytes:
+    """A white logo on a transparent background, as PNG."""
+    img = Image.new("RGBA", (side, side), (255, 255, 255, 0))
+    draw = ImageDraw.Draw(img)
+    if shape == "ring":
+        draw.ellipse(
+            [side * 0.15, side * 0.15, side * 0.85, side * 0.85], outline=(255, 255, 255, 255), width=side // 8
+        )
+    else:
+        draw.polygon([(side * 0.5, side * 0.1), (side * 0.9, side * 0.85), (side * 0.1, side * 0.85)], fill="white")
+        draw.rectangle([side * 0.4, side * 0.55, side * 0.6, side * 0.85], fill=(255, 255, 255, 0))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, model):
+    """A small shop's uploads: a portrait photo with its CMS renditions, two products shot the
+    same way, a product and its recolour, two transparent logos and a logo at two sizes."""
+    root = tmp_path_factory.mktemp("shop")
+    portrait = images.photo(41, (360, 540))
+    files = {
+        "photo.jpg": jpeg(portrait, 95),
+        "photo-150x150.jpg": jpeg(centre_square(portrait, 150), 85),
+        "photo-330x413.jpg": jpeg(ImageOps.fit(portrait, (330, 413)), 85),
+        "photo-768.webp": images.webp_bytes(portrait.resize((240, 360), Image.Resampling.LANCZOS)),
+        "bag-red.jpg": jpeg(render("Bags", (200, 40, 40), "striped", seed=5, view="main", size=(480, 360))),
+        "bag-blue.jpg": jpeg(render("Bags", (40, 60, 200), "dotted", seed=5, view="main", size=(480, 360))),
+        "logo-ring.png": logo("ring"),
+        "logo-arrow.png": logo("arrow"),
+        "logo-ring-small.png": logo("ring", 100),
+    }
+    shirt, mask = product_on_white(7)
+    files["shirt-red.jpg"] = jpeg(shirt)
+    files["shirt-teal.jpg"] = jpeg(turn_hue(shirt, mask, 0.4))
+    pics = root / "pics"
+    pics.mkdir()
+    for name, data in files.items():
+        (pics / name).write_bytes(data)
+    with imgdb.open(root / "db", "w") as col:
+        col.ingest([str(pics)])
+        result = col.find_dupes()
+    return {"db": root / "db", "ids": {name: sha(data) for name, data in files.items()}, "result": result}
+
+
+def group_names(shop: dict, result: dedup.DupeResult) -> list[set[str]]:
+    names = {v: k for k, v in shop["ids"].items()}
+    return [{names[i] for i in g.ids} for g in result.groups if g.stage != "exact"]
+
+
+def test_cms_renditions_and_a_square_centre_crop_join_their_portrait_original(shop):
+    groups = group_names(shop, shop["result"])
+    assert {"photo.jpg", "photo-150x150.jpg", "photo-330x413.jpg", "photo-768.webp"} in groups
+    ids = shop["ids"]
+    (pair,) = [p for p in shop["result"].pairs if {p.a, p.b} == {ids["photo.jpg"], ids["photo-150x150.jpg"]}]
+    assert pair.kind == "duplicate" and pair.verified == "keypoints" and pair.inliers >= MIN_INLIERS
+
+
+def test_different_products_shot_the_same_way_never_join(shop):
+    for group in group_names(shop, shop["result"]):
+        assert not {"bag-red.jpg", "bag-blue.jpg"} <= group
+        assert not {"shirt-red.jpg", "shirt-teal.jpg"} <= group  # a recolour is not a duplicate
+
+
+def test_a_recolour_is_reported_as_its_own_kind_and_joins_only_when_asked(shop):
+    ids = shop["ids"]
+    recolours = [{p.a, p.b} for p in shop["result"].recolours]
+    assert {ids["shirt-red.jpg"], ids["shirt-teal.jpg"]} in recolours
+    with imgdb.open(shop["db"], "w") as col:
+        joined = col.find_dupes(recolours=True)
+    (group,) = [g for g in joined.groups if ids["shirt-red.jpg"] in g.ids]
+    assert set(group.ids) == {ids["shirt-red.jpg"], ids["shirt-teal.jpg"]}
+    assert [m.kind for m in group.members[1:]] == ["recolour"]
+
+
+def test_transparent_logos_are_compared_by_their_shapes(shop):
+    groups = group_names(shop, shop["result"])
+    assert not any({"logo-ring.png", "logo-arrow.png"} <= g for g in groups)  # both blank on white
+    assert {"logo-ring.png", "logo-ring-small.png"} in groups  # one logo at two sizes
+
+
+def test_every_pair_carries_its_evidence_in_json_and_in_the_dupes_view(shop):
+    out = runner.invoke(app, ["dupes", "show", "--db", str(shop["db"]), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["pairs"] and data["groups"]
+    for pair in data["pairs"]:
+        for field in ("kind", "stages", "phash_distance", "square_distance", "cosine", "inliers", "matched_area"):
+            assert field in pair
+    verified = [p for p in data["pairs"] if p["inliers"]]
+    assert verified and all(0 < p["matched_area"] <= 1 for p in verified)
+    with imgdb.open(shop["db"]) as col:
+        columns, rows = col.sql("SELECT kind, stages, inliers, matched_area FROM dupes WHERE NOT is_keep")
+    assert columns == ["kind", "stages", "inliers", "matched_area"] and rows
+    assert {r[0] for r in rows} <= {"duplicate", "recolour"}
+
+
+def test_an_unchanged_store_shows_its_last_run(shop, tmp_path):
+    with imgdb.open(shop["db"], "w") as col:
+        first = col.find_dupes()
+        again = col.find_dupes()
+        assert again.reused and again.run_id == first.run_id
+        assert [g.ids for g in again.groups] == [g.ids for g in first.groups]
+        extra = tmp_path / "new.jpg"
+        extra.write_bytes(jpeg(images.photo(77, (200, 150))))
+        col.ingest([str(extra)])
+        changed = col.find_dupes()
+        assert not changed.reused and changed.run_id > first.run_id
+    out = runner.invoke(app, ["dupes", "--db", str(shop["db"])])
+    assert out.exit_code == 0 and "unchanged since run" in out.stdout
+
+
+def test_the_gallery_marks_the_kept_member_and_gives_the_reject_line(shop, tmp_path):
+    out = runner.invoke(app, ["dupes", "show", "--db", str(shop["db"]), "--html", str(tmp_path / "gallery")])
+    assert out.exit_code == 0, out.output
+    page = (Path(tmp_path / "gallery") / "index.html").read_text()
+    assert "kept" in page and "imgdb dupes reject " in page and "inliers" in page
