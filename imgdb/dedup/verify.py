@@ -184,7 +184,7 @@ def _frame_transform(a: Prepared, b: Prepared) -> np.ndarray | None:
     small_b = cv2.resize(b.gray, None, fx=k, fy=k, interpolation=cv2.INTER_AREA).astype(np.float32)
     warp = cv2.invertAffineTransform(frame).astype(np.float32)  # b -> a (no shift, so any scale)
     try:
-        _score, warp_small = cv2.findTransformECC(
+        _score, found = cv2.findTransformECC(  # type: ignore[call-overload]  # the stubs lack gaussFiltSize
             small_b,
             small_a,
             warp.copy(),
@@ -193,6 +193,7 @@ def _frame_transform(a: Prepared, b: Prepared) -> np.ndarray | None:
             None,
             3,
         )
+        warp_small = np.asarray(found, np.float32)
     except cv2.error:
         return frame  # did not converge: the plain frame mapping, which the blocks then judge
     warp_small[:, 2] /= k  # the shift was found in the small images' pixels
