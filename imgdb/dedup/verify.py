@@ -69,6 +69,7 @@ class Evidence:
     recoloured: float = 0.0  # share of the overlap whose hue turned
     method: str = "keypoints"  # keypoints | frame | none
     first_contains: bool = True  # the first image shows all the second does (the second is a crop)
+    textured: float = 0.0  # share of compared blocks with texture in both (the rest say little)
 
 
 @dataclass
@@ -113,6 +114,8 @@ def verify(a: Prepared, b: Prepared) -> Evidence:
         transform, method = _frame_transform(a, b), "frame"
         if transform is None:
             return Evidence(None, inliers=inliers, method="none")
+    if not _plausible(transform):
+        return Evidence(None, inliers=inliers, method=method)
     evidence = _compare(a, b, transform)
     evidence.inliers, evidence.method = inliers, method
     evidence.matched_area = _matched_area(a, b, transform, points) if method == "keypoints" else evidence.overlap
@@ -166,6 +169,14 @@ def _align(a: Prepared, b: Prepared) -> tuple[np.ndarray | None, int, np.ndarray
     if inliers < MIN_INLIERS or inliers < MIN_INLIER_RATIO * len(good):
         return None, inliers, none
     return transform, inliers, pa[mask.ravel() == 1]
+
+
+def _plausible(transform: np.ndarray) -> bool:
+    """A finite transform that neither collapses nor blows up an image (renditions scale by < 20x)."""
+    if not np.all(np.isfinite(transform)):
+        return False
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    return 0.05 < scale < 20
 
 
 def _frame_transform(a: Prepared, b: Prepared) -> np.ndarray | None:
@@ -247,17 +258,23 @@ def _compare(a: Prepared, b: Prepared, transform: np.ndarray) -> Evidence:
     soft_w = cv2.GaussianBlur(warped, (0, 0), 1.0)
     soft_d = cv2.GaussianBlur(target, (0, 0), 1.0)
     lab_w, lab_d = _lab(soft_w), _lab(soft_d)
-    changed = _changed_blocks((lab_w[..., 0],), (lab_d[..., 0],), valid)
+    changed, textured = _changed_blocks((lab_w[..., 0],), (lab_d[..., 0],), valid)
     # A recolour that turns the hue moves lightness but keeps HSV value: a block changed
     # in content only where both differ (new text or another object changes both).
-    reshaped = _changed_blocks((lab_w[..., 0], soft_w.max(axis=2)), (lab_d[..., 0], soft_d.max(axis=2)), valid)
+    reshaped, _ = _changed_blocks((lab_w[..., 0], soft_w.max(axis=2)), (lab_d[..., 0], soft_d.max(axis=2)), valid)
     # Hue is compared on a softer copy: at edges, a pixel of misalignment or JPEG's halved
     # colour resolution turns hues that no recolour turned.
     recoloured = _recoloured(
         _lab(cv2.GaussianBlur(warped, (0, 0), 3.0)), _lab(cv2.GaussianBlur(target, (0, 0), 3.0)), valid
     )
     return Evidence(
-        None, overlap=overlap, changed=changed, reshaped=reshaped, recoloured=recoloured, first_contains=first_contains
+        None,
+        overlap=overlap,
+        changed=changed,
+        reshaped=reshaped,
+        recoloured=recoloured,
+        textured=textured,
+        first_contains=first_contains,
     )
 
 
@@ -267,7 +284,9 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0, 255).astype(np.uint8), cv2.COLOR_RGB2LAB).astype(np.float32)
 
 
-def _changed_blocks(channels_a: tuple[np.ndarray, ...], channels_b: tuple[np.ndarray, ...], valid: np.ndarray) -> float:
+def _changed_blocks(
+    channels_a: tuple[np.ndarray, ...], channels_b: tuple[np.ndarray, ...], valid: np.ndarray
+) -> tuple[float, float]:
     """Share of blocks that differ, in every channel, beyond one global tone curve each.
 
     A block takes part when at least 80% of it lies in the overlap. Textured blocks must
@@ -283,8 +302,9 @@ def _changed_blocks(channels_a: tuple[np.ndarray, ...], channels_b: tuple[np.nda
     count = np.bincount(block, minlength=grid * grid).astype(np.float64)
     used = count >= 0.8 * size
     if not used.any():
-        return 1.0
+        return 1.0, 0.0
     differs = np.ones(grid * grid, bool)
+    informative = np.zeros(grid * grid, bool)
     for a, b in zip(channels_a, channels_b):
         # A grayscale, tinted or brighter copy moves the tones: match them first.
         x, y = _match_tones(a, b, valid)[valid].astype(np.float64), b[valid].astype(np.float64)
@@ -294,10 +314,11 @@ def _changed_blocks(channels_a: tuple[np.ndarray, ...], channels_b: tuple[np.nda
         sy = np.sqrt(np.maximum(np.bincount(block, y * y, grid * grid) / n - my**2, 0))
         cov = np.bincount(block, x * y, grid * grid) / n - mx * my
         textured = (sx > TEXTURED) & (sy > TEXTURED)
+        informative |= textured
         ncc = cov / np.maximum(sx * sy, 1e-6)
         this = np.where(textured, ncc < MIN_BLOCK_CORRELATION, (np.abs(mx - my) > 15) | (np.abs(sx - sy) > 8))
         differs &= this  # changed only where every channel differs
-    return float(differs[used].sum() / used.sum())
+    return float(differs[used].sum() / used.sum()), float(informative[used].sum() / used.sum())
 
 
 def _match_tones(lum_a: np.ndarray, lum_b: np.ndarray, valid: np.ndarray) -> np.ndarray:
