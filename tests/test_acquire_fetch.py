@@ -6,7 +6,6 @@ are names under ``.invalid``, which never resolve (RFC 6761).
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections import Counter
@@ -16,29 +15,10 @@ from typing import Any
 import pytest
 
 from imgdb.acquire import fetch as fetch_module
-from imgdb.acquire.fetch import Fetched, Fetcher, FetchPolicy
+from imgdb.acquire.fetch import FetchPolicy
 from imgdb.errors import FetchError, FetchTimeout, HTTPStatusError, RobotsDisallowed
+from tests.fetching import FAST, fetch, fetch_many
 from tests.server import LocalServer, Response
-
-FAST = FetchPolicy(timeout=2.0, retries=2, backoff=0.01)
-
-
-def fetch(url: str, policy: FetchPolicy = FAST, **kwargs: Any) -> Fetched:
-    async def go() -> Fetched:
-        async with Fetcher(policy) as fetcher:
-            return await fetcher.get(url, **kwargs)
-
-    return asyncio.run(go())
-
-
-def fetch_many(urls: list[str], policy: FetchPolicy = FAST, **kwargs: Any) -> list[Any]:
-    """Fetch concurrently with one Fetcher (one run); exceptions are returned in place of results."""
-
-    async def go() -> list[Any]:
-        async with Fetcher(policy) as fetcher:
-            return await asyncio.gather(*(fetcher.get(u, **kwargs) for u in urls), return_exceptions=True)
-
-    return asyncio.run(go())
 
 
 def reasons(results: list[Any]) -> Counter[str]:
