@@ -38,16 +38,22 @@ def main() -> int:
     ap.add_argument("bench", type=Path)
     ap.add_argument("--db", type=Path, help="a store holding the bench (ingested when missing)")
     ap.add_argument("--out", type=Path, default=Path("bench-results/dupes-fit.json"))
+    ap.add_argument("--evidence", type=Path, help="reuse (or save) the verified pairs here: re-fit without verifying")
     args = ap.parse_args()
     with open(args.bench / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     fit = {str((args.bench / r["path"]).resolve()): r for r in rows if r["split"] == "fit"}
-    with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or Path(tmp) / "store"
-        with Store.open(db, write=True) as store:
-            if not store.image_ids():
-                ingest(store, sorted(fit), Model.load())
-            evidence = collect(store, fit)
+    if args.evidence and args.evidence.is_file():
+        evidence = json.loads(args.evidence.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = args.db or Path(tmp) / "store"
+            with Store.open(db, write=True) as store:
+                if not store.image_ids():
+                    ingest(store, sorted(fit), Model.load())
+                evidence = collect(store, fit)
+        if args.evidence:
+            args.evidence.write_text(json.dumps(evidence))
     table = grid(evidence)
     best = table[0]
     print(f"\n{len(evidence)} candidate pairs among the fit half's files")
