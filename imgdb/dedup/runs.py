@@ -437,13 +437,28 @@ class _Judge:
         return pair is not None and pair.kind in self.allowed
 
     def _common_container(self, a: str, b: str) -> bool:
+        """Whether some image contains both (containment is transitive: a crop of a crop of
+        a photograph is a crop of the photograph)."""
         if self._containers is None:
             self._containers = {}
             for p in self.kept.values():
                 if p.kind in self.allowed and p.container is not None:
                     part = p.b if p.container == p.a else p.a
                     self._containers.setdefault(part, set()).add(p.container)
-        return bool(self._containers.get(a, set()) & self._containers.get(b, set()))
+        above_a, above_b = self._above(a), self._above(b)
+        return bool(above_a & above_b) or a in above_b or b in above_a
+
+    def _above(self, image_id: str) -> set[str]:
+        """Every image that contains ``image_id``, directly or through others."""
+        assert self._containers is not None
+        seen: set[str] = set()
+        todo = list(self._containers.get(image_id, ()))
+        while todo:
+            x = todo.pop()
+            if x not in seen and x != image_id:
+                seen.add(x)
+                todo.extend(self._containers.get(x, ()))
+        return seen
 
     def pair(self, i: int, j: int) -> Pair | None:
         """The kept pair of images i and j, verifying it now if no stage proposed it."""

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 #: Names how pairs are verified; a change makes ``find`` run again on an unchanged store.
-VERIFIER = "orb-blocks-v6"
+VERIFIER = "orb-blocks-v7"
 # MAX_CHANGED, RECOLOUR_SHARE and RECOLOUR_MAX_CHANGED were fitted by scripts/fit_dupes.py
 # on the fit half of the labelled bench (docs/evaluation.md, "Near-duplicates").
 
