@@ -32,12 +32,15 @@ from imgdb.errors import UsageError
 from imgdb.store import Store
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from imgdb.acquire.ingest import IngestOptions, IngestSummary
     from imgdb.clustering import ClusterRun, ClusterSummary, CompareResult
     from imgdb.dedup import DupeResult
     from imgdb.imaging.model import Model, ModelSpec
     from imgdb.progress import Progress
     from imgdb.search import Match, Query
+    from imgdb.store.verify import VerifyReport
 
 Mode = Literal["r", "w"]
 
@@ -112,6 +115,32 @@ class Collection:
         if where is not None and self.store.write:
             raise UsageError("a --where filter needs the collection opened read-only (mode='r')")
         return search.similar(self.store, query, self.spec, lambda: self.model, read_query, k=k, where=where)
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check every blob's sha256 and that DuckDB and LanceDB agree (see ``store.verify``).
+
+        ``repair`` (a collection opened with mode="w") re-reads damaged or missing blobs from
+        their file sources or re-fetches them from their URLs, rebuilds an unreadable vectors
+        table from its readable files, drops orphan vectors and re-embeds missing ones with
+        this collection's model. The report says what could not be restored.
+        """
+        from imgdb.store.verify import verify
+
+        if repair:
+            self.store.require_write()
+        return verify(self.store, repair=repair, fetch=read_url, embed=self._embed_blobs)
+
+    def _embed_blobs(self, model_key: str, blobs: Sequence[bytes]) -> np.ndarray | None:
+        """Vectors of stored images' bytes, or None when ``model_key`` is not this collection's model."""
+        import numpy as np
+
+        from imgdb.imaging.decode import decode
+
+        if model_key != self.spec.key:
+            return None
+        spec = self.spec
+        tensors = [spec.preprocess(decode(data, target=spec.decode_target).image) for data in blobs]
+        return self.model.embed_arrays(np.stack(tensors))
 
     # -- writing ------------------------------------------------------------------
 
@@ -259,8 +288,16 @@ def describe_pair(pair: Any, kind: str) -> str:
 
 def read_query(query: str) -> bytes:
     """The bytes of a query image: an http(s) URL (fetched politely) or a file."""
-    if urlsplit(query).scheme in ("http", "https"):
-        return asyncio.run(_fetch(query))
+    if "://" in query:
+        from imgdb.acquire.ingest import check_url
+
+        try:
+            scheme = urlsplit(query).scheme
+        except ValueError:
+            scheme = query.partition("://")[0].lower()
+        if scheme in ("http", "https"):
+            check_url(query)
+            return read_url(query)
     path = Path(query)
     if not path.is_file():
         raise UsageError(f"{query} is not a stored image id, an image file or an http(s) URL")
@@ -268,6 +305,11 @@ def read_query(query: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {query}: {exc.strerror}") from None
+
+
+def read_url(url: str) -> bytes:
+    """An image's bytes from the web (robots.txt, limits and retries as ingest has them)."""
+    return asyncio.run(_fetch(url))
 
 
 async def _fetch(url: str) -> bytes:

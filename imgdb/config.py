@@ -9,6 +9,8 @@ store directory        ``IMGDB_DB`` (or ``--db``)          ``$XDG_DATA_HOME/imgd
 model threads          ``IMGDB_THREADS``                   every core
 clustering threads     ``IMGDB_CLUSTER_THREADS``           1
 exact-search limit     (``EXACT_MAX_ROWS``)                5,000 vectors per model
+reader's wait          (``READ_WAIT``)                     1 s for a writer to pause
+writer's wait          (``WRITE_WAIT``)                    60 s for readers to finish
 =====================  ==================================  =================================
 """
 
@@ -26,6 +28,13 @@ DEFAULT_MODEL = "efficientnet-lite0"
 
 #: Below this many vectors search is an exact flat scan; above it an IVF_RQ index is kept.
 EXACT_MAX_ROWS = 5_000
+
+#: Seconds a reader waits for the writer to let go of the DuckDB file (it does between
+#: two writes as soon as a reader is waiting) before saying the store is busy.
+READ_WAIT = 1.0
+
+#: Seconds a writer waits for the readers holding the DuckDB file to finish.
+WRITE_WAIT = 60.0
 
 
 def default_store_path() -> Path:

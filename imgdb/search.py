@@ -172,7 +172,8 @@ def similar(
     if not store.query("SELECT 1 FROM models WHERE key = ?", [spec.key]):
         raise UsageError(f"the store has no vectors for model {spec.key}; ingest with --model first")
     q = load_query(store, query, spec, model, read)
-    hits = search(store, spec.key, q.vector, k=k, exclude=q.id, where=where)
+    with store.errors():  # a vectors file gone missing is a one-line error, not a Lance traceback
+        hits = search(store, spec.key, q.vector, k=k, exclude=q.id, where=where)
     return q, _matches(store, hits)
 
 

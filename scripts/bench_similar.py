@@ -57,7 +57,7 @@ def synthetic_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
 def fill_store(store: Store, spec: SyntheticSpec, vectors: np.ndarray) -> list[str]:
     ids = [f"{i:064x}" for i in range(len(vectors))]
     store.register_model(spec)
-    store._put_blob = lambda *_: None  # type: ignore[method-assign]  # synthetic rows have no bytes
+    store._put_blob = lambda *_: False  # type: ignore[method-assign]  # synthetic rows have no bytes
     for start in range(0, len(ids), 20_000):
         batch = [
             NewImage(i, b"", 1, 1, "SYN", [SourceRow(f"synthetic:{i}", "file")]) for i in ids[start : start + 20_000]

@@ -266,3 +266,16 @@ def test_one_row_the_store_refuses_does_not_lose_the_batch(tmp_path, model, monk
         assert failures(store) == {"3.png": "store"}
         assert len(store.image_ids()) == 4
         assert store.vector_ids(model.spec.key) == store.image_ids()
+
+
+def test_extensionless_files_are_read_when_their_bytes_are_an_image(tmp_path, model):
+    """A store's blobs (named by their hash, no extension) can be ingested again."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    (pics / "0a1b2c").write_bytes(png(7))  # an image without an extension
+    (pics / "Makefile").write_text("all:\n\techo not an image\n")  # ignored, as before
+    (pics / "empty").write_bytes(b"")
+    (pics / "BMfake").write_bytes(b"BM" + b"\0" * 40)  # a bitmap's magic, then nonsense
+    with Store.open(tmp_path / "db", write=True) as store:
+        summary = run_bounded(store, [str(pics)], model)
+        assert summary.new == 1 and summary.images_found == 1 and not summary.failed

@@ -51,6 +51,7 @@ def test_every_command_has_help():
     commands = [
         ["ingest"],
         ["info"],
+        ["verify"],
         ["similar"],
         ["sql"],
         ["dupes"],
@@ -62,7 +63,7 @@ def test_every_command_has_help():
     ]
     top = runner.invoke(app, ["--help"])
     assert top.exit_code == 0
-    for name in ("ingest", "info", "similar", "sql", "dupes", "clusters", "demo"):
+    for name in ("ingest", "info", "verify", "similar", "sql", "dupes", "clusters", "demo"):
         assert name in top.output
     for command in commands:
         sub = runner.invoke(app, [*command, "--help"])
@@ -110,9 +111,15 @@ def test_a_second_writer_gets_a_clear_error_and_nothing_is_lost(tmp_path):
     write_photos(tmp_path / "pics", 2)
     db = tmp_path / "db"
     assert imgdb("ingest", str(tmp_path / "pics"), "--db", str(db)).returncode == 0
-    with Store.open(db, write=True):  # this process is now the writer
-        assert_one_line_error(imgdb("ingest", str(tmp_path / "pics"), "--db", str(db)), "busy")
-        assert_one_line_error(imgdb("info", "--db", str(db)), "busy")
+    with Store.open(db, write=True) as writer:  # this process is now the writer
+        assert_one_line_error(imgdb("ingest", str(tmp_path / "pics"), "--db", str(db)), "busy", "writing")
+        # A reader is let in between writes and sees what is committed ...
+        seen = imgdb("info", "--db", str(db), "--json")
+        assert seen.returncode == 0, seen.stderr
+        assert json.loads(seen.stdout)["images"] == 2
+        # ... but not in the middle of one that lasts longer than it waits.
+        with writer._db():
+            assert_one_line_error(imgdb("info", "--db", str(db)), "busy", "is writing to it")
     info = json.loads(imgdb("info", "--db", str(db), "--json").stdout)
     assert info["images"] == 2
 
@@ -151,7 +158,7 @@ def test_killed_ingest_completes_on_rerun_with_both_stores_agreeing(tmp_path):
         assert store.vectors(key).count_rows() == n
         assert store.query("SELECT count(*) FROM sources")[0][0] == n
         statuses = [s for (s,) in store.query("SELECT status FROM runs ORDER BY id")]
-    assert statuses == ["running", "done"]  # the killed run never finished
+    assert statuses == ["interrupted", "done"]  # the killed run never finished, and the next writer says so
 
 
 def test_demo_crawls_the_generated_shop_and_never_overwrites_a_real_store(tmp_path):

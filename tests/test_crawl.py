@@ -270,3 +270,14 @@ def test_meta_robots_noai_marks_the_page() -> None:
         assert parse_page(meta + '<img src="/a.jpg">', PAGE).noai, meta
     for meta in ('<meta name="googlebot" content="noai">', '<meta name="robots" content="noindex">', ""):
         assert not parse_page(meta + '<img src="/a.jpg">', PAGE).noai, meta
+
+
+def test_urls_urlsplit_refuses_are_skipped_not_fatal() -> None:
+    """A page holding ``http://[::1`` once killed the whole crawl with ValueError."""
+    html = """
+      <img src="http://[::1/a.png"><img src="http://127.0.0.1:99999/b.png"><img src="/ok.jpg">
+      <a href="http://[::1/next">x</a><a href="http://[bad/c.jpg">y</a>
+    """
+    page = parse_page(html, PAGE)
+    assert [i.url for i in page.images] == ["https://shop.example/ok.jpg"]
+    assert page.links == []

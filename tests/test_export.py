@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from PIL import Image
 import imgdb
 from imgdb import clustering
 from imgdb.errors import UsageError
-from imgdb.export import GalleryGroup, export_clusters, safe_filename, write_gallery
+from imgdb.export import MARKER, MODES, GalleryGroup, export_clusters, safe_filename, write_gallery
 from imgdb.store import SourceRow, Store
 from tests import images
 
@@ -203,3 +204,95 @@ def test_gallery_of_any_titled_groups(family_db, tmp_path):
     shown = ids[:2] + ids[3:5]
     assert sorted(p.name for p in (tmp_path / "g" / "images").iterdir()) == sorted(i[:16] + ".jpg" for i in shown)
     assert len(list((tmp_path / "g" / "sheets").iterdir())) == 2  # groups with images only
+
+
+# ---------------------------------------------------------------------------- a folder that is not ours
+
+
+def _snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root`` (links not followed): its bytes, or where it points."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            found[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[rel] = path.read_bytes()
+    return found
+
+
+def _user_png() -> bytes:
+    return images.png_bytes(images.photo(4242, (40, 30)))
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        "lists-a-user-folder",  # the marker names Documents: the reported rmtree
+        "lists-outside",  # ../outside and an absolute path
+        "cluster-folder-is-a-link-out",  # cluster-000 -> outside
+        "user-files-in-sheets",  # a real PNG with a sheet-like name, and notes
+        "user-index",  # the user's own index.html
+        "marker-is-a-link-out",  # .imgdb-export.json -> a file outside
+        "thumb-is-a-link-out",  # thumbs/<id>.jpg -> a file outside, written through before
+    ],
+)
+def test_a_crafted_marker_never_costs_the_user_a_file(family_db, tmp_path, crafted):
+    run_id = fitted(family_db, 3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    (outside / "photo.png").write_bytes(_user_png())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "Documents").mkdir()
+    (out / "Documents" / "thesis.txt").write_text("years of work")
+    entries = ["index.html", "sheets", "cluster-000"]
+    if crafted == "lists-a-user-folder":
+        entries.append("Documents")
+    elif crafted == "lists-outside":
+        entries += ["../outside", str(outside)]
+    elif crafted == "cluster-folder-is-a-link-out":
+        (out / "cluster-000").symlink_to(outside, target_is_directory=True)
+    elif crafted == "user-files-in-sheets":
+        (out / "sheets").mkdir()
+        (out / "sheets" / "000-holiday.png").write_bytes(_user_png())
+        (out / "sheets" / "notes.txt").write_text("mine")
+    elif crafted == "user-index":
+        (out / "index.html").write_text("<!DOCTYPE html><title>my site</title>")
+    elif crafted == "thumb-is-a-link-out":
+        with Store.open(family_db) as store:
+            first = store.query("SELECT image_id FROM cluster_members WHERE run_id = ? LIMIT 1", [run_id])[0][0]
+        (out / "thumbs").mkdir()
+        (out / "thumbs" / f"{first[:16]}.jpg").symlink_to(outside / "photo.png")
+    marker = {"entries": entries}
+    if crafted == "marker-is-a-link-out":
+        (outside / "settings.json").write_text(json.dumps(marker))
+        (out / MARKER).symlink_to(outside / "settings.json")
+    else:
+        (out / MARKER).write_text(json.dumps(marker))
+    before_out, before_outside = _snapshot(out), _snapshot(outside)
+    refused = None
+    with Store.open(family_db) as store:
+        try:
+            export_clusters(store, run_id, out)
+        except UsageError as exc:
+            refused = str(exc)
+    assert _snapshot(outside) == before_outside
+    after = _snapshot(out)
+    mine = {k for k in before_out if k != MARKER}  # the marker is the export's own, whoever wrote it
+    assert {k: after.get(k) for k in mine} == {k: before_out[k] for k in mine}  # nothing of the user's changed
+    assert refused is not None and "imgdb" in refused  # and the user is told why nothing was exported
+
+
+def test_reexport_still_replaces_what_the_export_wrote_in_every_mode(family_db, tmp_path):
+    six, three = fitted(family_db, 6), fitted(family_db, 3)
+    for mode in MODES:
+        out = tmp_path / mode
+        with Store.open(family_db) as store:
+            export_clusters(store, six, out, mode)
+            (out / "README.txt").write_text("the user's note beside the export")
+            export_clusters(store, three, out, mode)
+        assert sorted(p.name for p in out.glob("cluster-*")) == ["cluster-000", "cluster-001", "cluster-002"]
+        assert (out / "README.txt").read_text() == "the user's note beside the export"
+        assert all(p.exists() for p in local_links(out / "index.html"))

@@ -374,3 +374,10 @@ def test_total_connection_limit() -> None:
         assert max(a.max_in_flight, b.max_in_flight) <= 3
         # 8 requests, 3 at a time, 0.15 s each: at least 3 rounds (per_host alone: 2).
         assert time.monotonic() - start >= 0.4
+
+
+def test_ports_out_of_range_raise_fetch_error() -> None:
+    """``http://127.0.0.1:99999/`` once reached the socket and died with OverflowError."""
+    for url in ("http://127.0.0.1:99999/", "http://127.0.0.1:0/a.jpg", "http://127.0.0.1:65536/a.jpg"):
+        with pytest.raises(FetchError, match="port"):
+            fetch(url)

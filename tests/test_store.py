@@ -93,3 +93,19 @@ def test_info_counts(tmp_path):
     assert info["models"][0]["vectors"] == 2 and info["sites"][0]["site"] == "h"
     with Store.open(tmp_path / "db") as store:  # read-only
         assert store.info()["images"] == 2
+
+
+def test_a_blob_whose_bytes_are_not_its_id_is_rewritten(tmp_path):
+    """The blob writer used to return early whenever the file existed, damaged or not."""
+    spec = FakeSpec()
+    with Store.open(tmp_path / "db", write=True) as store:
+        store.register_model(spec)
+        im = new_image(1)
+        path = store.blob_path(im.id)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(im.data[:3])  # a truncated leftover from a crash
+        store.add_images([im], spec.key, unit_vectors(1), run_id=None)
+        assert store.read_blob(im.id, verify=True) == im.data
+        path.write_bytes(b"something else entirely")
+        assert not store.blob_intact(im.id) and store.restore_blob(im.id, im.data)
+        assert store.blob_intact(im.id) and not store.restore_blob(im.id, im.data)  # intact: left alone

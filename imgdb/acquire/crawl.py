@@ -335,7 +335,15 @@ def _is_placeholder(src: str) -> bool:
     lowered = src.strip().lower()
     if not lowered or lowered.startswith(("data:", "blob:", "about:")):
         return True
-    return bool(_PLACEHOLDER_NAME.search(urlsplit(lowered).path))
+    return bool(_PLACEHOLDER_NAME.search(_path_of(lowered)))
+
+
+def _path_of(url: str) -> str:
+    """The URL's path; "" for one ``urlsplit`` refuses (a page may hold ``http://[::1``)."""
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
 
 
 def _is_tracking_pixel(img: Tag) -> bool:
@@ -344,7 +352,7 @@ def _is_tracking_pixel(img: Tag) -> bool:
 
 
 def _has_image_extension(url: str) -> bool:
-    path = urlsplit(url.strip()).path.lower()
+    path = _path_of(url.strip()).lower()
     return any(path.endswith(ext) for ext in IMAGE_EXTENSIONS)
 
 
@@ -496,7 +504,7 @@ def _is_page_link(url: str, page_url: str) -> bool:
 
 
 def _is_resource(url: str) -> bool:
-    path = urlsplit(url).path.lower()
+    path = _path_of(url).lower()
     dot = path.rfind(".")
     return dot > path.rfind("/") and path[dot:] in _RESOURCE_EXTENSIONS
 

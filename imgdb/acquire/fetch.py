@@ -507,6 +507,8 @@ def _check_url(url: str) -> httpx.URL:
         raise FetchError(url, f"unsupported URL scheme {parsed.scheme!r}: {url}")
     if not parsed.host:
         raise FetchError(url, f"URL has no host: {url}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise FetchError(url, f"invalid URL (port {parsed.port} is not in 1..65535): {url}")
     return parsed
 
 

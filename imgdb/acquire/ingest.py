@@ -26,7 +26,13 @@ Limits that hold whatever a site or a folder holds:
 * folder walks read regular files only (a FIFO or a device named ``x.jpg`` is recorded as
   ``not-a-file``), with reads capped at ``MAX_BYTES`` whatever ``st_size`` says; they do not
   follow symlinked folders (``symlink``) and record unreadable folders (``unreadable``) and
-  image files of formats we do not read (``unsupported``); other files are ignored.
+  image files of formats we do not read (``unsupported``); a file without an extension is
+  read when its first bytes say it is an image (a store's ``blobs/`` folder, whose files are
+  named by their hash, can so be ingested again); other files are ignored.
+
+A stored image whose blob is missing or damaged is noticed when its bytes come by again
+(a cheap size check on the paths that skip reading, the sha256 otherwise): the blob is
+rewritten and the image counted as ``restored``.
 
 File names are stored as text: bytes that are not UTF-8 (which Python carries as lone
 surrogates) are written as ``\\xNN`` escapes, so ``caf\\xe9.jpg`` in the store is the file
@@ -95,6 +101,7 @@ class IngestSummary:
     downloaded: int = 0
     new: int = 0
     already_stored: int = 0
+    restored: int = 0  # stored images whose missing or damaged blob this run rewrote
     failed: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     status: str = "running"
@@ -109,6 +116,7 @@ class IngestSummary:
             "downloaded": self.downloaded,
             "new": self.new,
             "already_stored": self.already_stored,
+            "restored": self.restored,
             "failed": dict(self.failed),
             "seconds": round(self.seconds, 3),
         }
@@ -148,6 +156,7 @@ class _Prepared:
     height: int = 0
     format: str = ""
     tensor: np.ndarray | None = None
+    restored: bool = False  # already stored, and its damaged blob was rewritten
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,11 +179,13 @@ def ingest(
     for t in targets:
         if not t.strip():
             raise UsageError(f"empty target {t!r}: give a URL, a folder or files (use . for the current folder)")
-    urls = [t for t in targets if urlsplit(t).scheme in ("http", "https")]
+    urls = [t for t in targets if _url_scheme(t) in ("http", "https")]
     paths = [Path(t) for t in targets if t not in urls]
     for t in targets:
         if "://" in t and t not in urls:
             raise UsageError(f"unsupported URL scheme: {t} (use http:// or https://)")
+    for url in urls:
+        check_url(url)
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {safe_text(str(missing[0]))}")
@@ -203,6 +214,24 @@ def ingest(
     return summary
 
 
+def _url_scheme(target: str) -> str:
+    try:
+        return urlsplit(target).scheme
+    except ValueError:  # "http://[::1": a URL, if a broken one
+        return target.partition("://")[0].lower() if "://" in target else ""
+
+
+def check_url(url: str) -> None:
+    """A target URL we can fetch, or a one-line ``UsageError`` saying what is wrong with it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of 0..65535 or not a number
+    except ValueError as exc:
+        raise UsageError(f"invalid URL {url}: {exc}") from None
+    if not parts.hostname:
+        raise UsageError(f"invalid URL {url}: it has no host")
+
+
 def _options_json(options: IngestOptions) -> dict[str, Any]:
     return {k: v for k, v in vars(options).items() if k != "fetch_policy"}
 
@@ -222,7 +251,8 @@ class Processor:
         self.progress = progress
         self.options = options
         self.embedded = store.vector_ids(self.spec.key)  # ids with a vector for this model
-        self.stored = store.image_ids()
+        self.sizes = store.image_sizes()  # id -> bytes of every stored image, to check its blob cheaply
+        self.stored = set(self.sizes)
         self._batch: dict[str, tuple[_Prepared, list[SourceRow]]] = {}
         self._sources: list[tuple[str, SourceRow]] = []
         self._writer: ThreadPoolExecutor | None = None
@@ -255,12 +285,14 @@ class Processor:
 
     def _prepare(self, cand: Candidate) -> _Prepared:
         """Worker thread: bytes -> id, and pixels -> tensor unless already embedded."""
-        if cand.known_id and cand.known_id in self.embedded and cand.known_id in self.stored:
-            return _Prepared(cand.known_id, None)
+        known = cand.known_id
+        if known and known in self.embedded and known in self.stored and self.store.blob_ok(known, self.sizes[known]):
+            return _Prepared(known, None)
         data = cand.data if cand.data is not None else _read(cand.path)
         image_id = hashlib.sha256(data).hexdigest()
         if image_id in self.embedded and image_id in self.stored:
-            return _Prepared(image_id, None)
+            # The bytes are in hand: a missing or damaged blob is rewritten (an intact one is not).
+            return _Prepared(image_id, None, restored=self.store.restore_blob(image_id, data))
         decoded = decode(data, target=self.spec.decode_target)
         tensor = self.spec.preprocess(decoded.image)
         return _Prepared(image_id, data, decoded.width, decoded.height, decoded.format, tensor)
@@ -275,6 +307,8 @@ class Processor:
         except OSError as exc:
             self._fail(cand, "unreadable", str(exc))
             return
+        if prep.restored:
+            self.summary.restored += 1
         if prep.data is None or prep.id in self._batch:
             if prep.id in self._batch:
                 self._batch[prep.id][1].append(cand.source)
@@ -307,6 +341,7 @@ class Processor:
             ids = {p.id for p, _ in batch}
             self.embedded |= ids
             self.stored |= ids
+            self.sizes.update((p.id, len(p.data or b"")) for p, _ in batch if p.id not in self.sizes)
             self._write(self._store_batch, batch, fresh, again, vectors, sources)
         elif sources:
             self._write(self.store.add_sources, sources, self.summary.run_id)
@@ -519,6 +554,8 @@ def _walk_folder(top: Path, skip: Path) -> Iterator[Path | _Skip]:
                     if stat.S_ISREG(mode)
                     else _Skip(path, "not-a-file", f"not a regular file ({_file_kind(mode)})")
                 )
+            elif not path.suffix and stat.S_ISREG(mode) and _sniffed_image(path):
+                yield path
             elif _looks_like_image(path):
                 yield _Skip(
                     path,
@@ -526,6 +563,23 @@ def _walk_folder(top: Path, skip: Path) -> Iterator[Path | _Skip]:
                     f"{path.suffix or 'this'} files are not read (supported: {', '.join(sorted(IMAGE_SUFFIXES))})",
                 )
         stack.extend(reversed(subfolders))
+
+
+# What the decoder reads (Pillow's names), for files whose name says nothing.
+_SNIFFED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "MPO")
+
+
+def _sniffed_image(path: Path) -> bool:
+    """An extensionless regular file whose first bytes are an image's (Pillow reads the header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path, formats=_SNIFFED_FORMATS) as im:
+            return im.format is not None
+    except Image.DecompressionBombError:
+        return True  # an image all right: decoding records it as a bomb
+    except Exception:  # whatever Pillow makes of arbitrary bytes: not an image
+        return False
 
 
 def _looks_like_image(path: Path) -> bool:
@@ -562,7 +616,7 @@ def _ingest_urls(
 
     worker = threading.Thread(target=consume, name="imgdb-store", daemon=True)
     worker.start()
-    crawler = _Crawler(store, handoff, summary, progress, options)
+    crawler = _Crawler(store, handoff, summary, progress, options, processor.sizes)
     try:
         asyncio.run(crawler.run(urls))
     finally:
@@ -595,6 +649,7 @@ class _Crawler:
         summary: IngestSummary,
         progress: Progress,
         options: IngestOptions,
+        sizes: dict[str, int] | None = None,
     ):
         self.store = store
         self.handoff = handoff
@@ -602,6 +657,7 @@ class _Crawler:
         self.progress = progress
         self.options = options
         self.known_urls = {} if options.refresh else store.known_urls()
+        self.sizes = sizes
         self.not_retried = set() if options.refresh or options.retry_failed else _connect_failures(store)
         self.seen_pages: set[str] = set()
         self.seen_images: set[str] = set()
@@ -769,7 +825,8 @@ class _Crawler:
         if fetched is None:
             for url in candidates:
                 known = self.known_urls.get(url)
-                if known is not None:
+                # Read from the store only while its blob is whole; else download it again.
+                if known is not None and self.store.blob_ok(known, (self.sizes or {}).get(known)):
                     row.source = safe_text(url)
                     candidate = Candidate(row, path=self.store.blob_path(known), known_id=known)
                     await asyncio.to_thread(self.handoff.put, candidate)

@@ -152,6 +152,31 @@ def similar(
         rows(list(data[0]) if data else [], [tuple(d.values()) for d in data], fmt=fmt)
 
 
+@app.command()
+def verify(
+    db: Db = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Restore damaged or missing blobs from their files or URLs, rebuild damaged vectors, "
+            "drop orphan vectors, re-embed missing ones.",
+        ),
+    ] = False,
+    model: Model = None,
+    json: Json = False,
+) -> None:
+    """Check every blob's sha256 and that DuckDB and LanceDB agree; exit 1 while a problem remains."""
+    import imgdb
+    from imgdb.cli.present import print_json, verify_report
+
+    with _errors(), imgdb.open(db, "w" if repair else "r", model=model) as images:
+        report = images.verify(repair=repair)
+    print_json(report.as_dict()) if json else verify_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 clusters_app = typer.Typer(
     help="Cluster the collection (PCA + KMeans or agglomerative), show and export clusters.", no_args_is_help=True
 )
@@ -232,11 +257,11 @@ def clusters_export(
 ) -> None:
     """One folder per cluster, a contact sheet per cluster and a browsable index.html."""
     import imgdb
-    from imgdb.cli.present import console
+    from imgdb.cli.present import say
 
     with _errors(), imgdb.open(db) as images:
         index = images.export_clusters(to, run, mode)
-    console.print(f"wrote {index}")
+    say("wrote", index)
 
 
 def _k_range(text: str) -> tuple[int, int]:
@@ -335,7 +360,7 @@ def dupes_show(
 
 
 def _show_dupes(result: Any, fmt: str, gallery: Path | None) -> None:
-    from imgdb.cli.present import console, dupe_groups, dupe_rows, print_json, rows
+    from imgdb.cli.present import console, dupe_groups, dupe_rows, print_json, rows, say
 
     if fmt == "json":
         print_json(
@@ -353,7 +378,7 @@ def _show_dupes(result: Any, fmt: str, gallery: Path | None) -> None:
             console.print(f"unchanged since run {result.run_id}; showing it")
         dupe_groups(result)
     if gallery is not None:
-        console.print(f"wrote gallery to {gallery}", highlight=False)
+        say("wrote gallery to", gallery)
 
 
 @dupes_app.command("reject")
@@ -407,10 +432,10 @@ def demo(
 ) -> None:
     """Serve a small generated shop on 127.0.0.1 and ingest it (no internet needed)."""
     from imgdb import demo as shop
-    from imgdb.cli.present import RichProgress, console, ingest_summary, store_info
+    from imgdb.cli.present import RichProgress, ingest_summary, say, store_info
 
     with _errors(), RichProgress() as progress:
         summary, data, url = shop.run(db, progress=progress)
-    console.print(f"Crawled the demo shop at {url} with --depth 1 into [bold]{db}[/]")
+    say(f"Crawled the demo shop at {url} with --depth 1 into", db)
     ingest_summary(summary)
     store_info(data)

@@ -1,22 +1,72 @@
-"""Everything the user sees: the one module that talks rich."""
+"""Everything the user sees: the one module that talks rich.
+
+Text from outside (URLs, alt text, file names, SQL results, error messages quoting them)
+is never read as rich markup: it goes into ``rich.text.Text`` as it is, through ``plain``,
+with control characters made visible (ESC shows as ``\\x1b``), so a crawled page can
+neither crash a table with ``[/x]``, restyle it with ``[red]``, nor reach the terminal with
+escape sequences.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
 
+# Invisible characters that reorder what a terminal shows (bidi overrides and isolates).
+_BIDI = {0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def visible(value: object) -> str:
+    """``value`` as text with control, bidi-override and lone-surrogate characters escaped
+    (``\\x1b``, ``\\n``, ``\\u202e``): what is shown is what is there, on one line."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if unicodedata.category(ch) in ("Cc", "Cs") or code in _BIDI:
+            out.append(
+                {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}.get(code)
+                or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            )
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Outside text for rich: never markup, control characters visible."""
+    return Text(visible(value), style=style)
+
 
 def error(message: str) -> None:
     """One line on stderr, no traceback."""
-    err_console.print(f"[bold red]imgdb: error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(
+        Text.assemble(("imgdb: error:", "bold red"), " ", visible(message)), highlight=False, soft_wrap=True
+    )
+
+
+def warning(message: str) -> None:
+    """One line on stderr that does not stop anything."""
+    err_console.print(
+        Text.assemble(("imgdb: warning:", "yellow"), " ", visible(message)), highlight=False, soft_wrap=True
+    )
+
+
+def say(*parts: object) -> None:
+    """A line of plain text on stdout (paths and names in it shown as they are)."""
+    console.print(Text(" ".join(visible(p) for p in parts)), highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -59,7 +109,9 @@ class RichProgress:
 
 
 def ingest_summary(summary: Any) -> None:
-    table = Table(title=f"ingest run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s", show_header=False)
+    table = Table(
+        title=plain(f"ingest run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"), show_header=False
+    )
     table.add_column("what")
     table.add_column("count", justify="right")
     rows = [
@@ -71,15 +123,17 @@ def ingest_summary(summary: Any) -> None:
         ("already stored", summary.already_stored),
         ("failed", sum(summary.failed.values())),
     ]
+    if getattr(summary, "restored", 0):
+        rows.append(("damaged blobs restored", summary.restored))
     for name, value in rows:
         table.add_row(name, str(value))
     for reason, count in sorted(summary.failed.items()):
-        table.add_row(f"  failed: {reason}", str(count))
+        table.add_row(plain(f"  failed: {reason}"), str(count))
     console.print(table)
 
 
 def store_info(info: dict[str, Any]) -> None:
-    table = Table(title=f"imgdb store {info['store']}", show_header=False)
+    table = Table(title=plain(f"imgdb store {info['store']}"), show_header=False)
     table.add_column("what")
     table.add_column("value")
     table.add_row("images", str(info["images"]))
@@ -87,14 +141,26 @@ def store_info(info: dict[str, Any]) -> None:
     table.add_row("pages", str(info["pages"]))
     table.add_row("runs", str(info["runs"]))
     table.add_row("failures", str(info["failures"]))
-    table.add_row("sites", ", ".join(f"{s['site']} ({s['images']})" for s in info["sites"][:10]) or "-")
-    table.add_row("formats", ", ".join(f"{k} ({v})" for k, v in info["formats"].items()) or "-")
+    table.add_row("sites", plain(", ".join(f"{s['site']} ({s['images']})" for s in info["sites"][:10]) or "-"))
+    table.add_row("formats", plain(", ".join(f"{k} ({v})" for k, v in info["formats"].items()) or "-"))
     table.add_row(
-        "models", ", ".join(f"{m['key']} ({m['vectors']} vectors, {m['dim']}-d)" for m in info["models"]) or "-"
+        "models",
+        plain(
+            ", ".join(
+                f"{m['key']} ({m['vectors']} vectors, {m['dim']}-d)"
+                if m.get("vectors") is not None
+                else f"{m['key']} (vectors damaged: run imgdb verify --repair)"
+                for m in info["models"]
+            )
+            or "-"
+        ),
     )
     table.add_row("image bytes", _size(info["image_bytes"]))
     table.add_row("size on disk", _size(info["disk_bytes"]))
     console.print(table)
+    for m in info["models"]:
+        if m.get("problem"):
+            warning(m["problem"])
 
 
 def _size(n: int) -> str:
@@ -114,19 +180,23 @@ def rows(columns: list[str], data: list[tuple[Any, ...]], *, fmt: str = "table",
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(data)
+        if sys.stdout.isatty():  # a terminal gets no raw escape sequences; a pipe gets the data as it is
+            writer.writerow([visible(c) for c in columns])
+            writer.writerows([[v if v is None else visible(v) for v in row] for row in data])
+        else:
+            writer.writerow(columns)
+            writer.writerows(data)
     else:
-        table = Table(title=title)
+        table = Table(title=plain(title) if title is not None else None)
         for name in columns:
-            table.add_column(name, overflow="fold")
+            table.add_column(plain(name), overflow="fold")
         for row in data:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            table.add_row(*(plain(v) for v in row))
         console.print(table)
 
 
 def similar_table(matches: list[Any], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for name, justify in (
         ("rank", "right"),
         ("similarity", "right"),
@@ -137,7 +207,14 @@ def similar_table(matches: list[Any], title: str) -> None:
     ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for m in matches:
-        table.add_row(str(m.rank), f"{m.similarity:.3f}", m.id[:12], m.source or "", f"{m.width}x{m.height}", m.format)
+        table.add_row(
+            str(m.rank),
+            f"{m.similarity:.3f}",
+            plain(m.id[:12]),
+            plain(m.source),
+            f"{m.width}x{m.height}",
+            plain(m.format),
+        )
     console.print(table)
 
 
@@ -155,12 +232,13 @@ def dupe_groups(result: Any) -> None:
             where = m.source or ""
             more = f" (+{len(m.sources) - 1} more)" if len(m.sources) > 1 else ""
             lines.append(
-                f"{'keep ' if m.image_id == g.keep_id else '     '}{m.image_id[:12]} {m.width}x{m.height} {where}{more}"
+                f"{'keep ' if m.image_id == g.keep_id else '     '}{m.image_id[:12]} {m.width}x{m.height} "
+                f"{visible(where)}{more}"
             )
             if m.image_id != g.keep_id:
                 pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
-                lines.append(f"       {describe_pair(pair, m.kind or 'duplicate')}")
-        table.add_row(str(g.group_id), str(g.size), "\n".join(lines))
+                lines.append(f"       {visible(describe_pair(pair, m.kind or 'duplicate'))}")
+        table.add_row(str(g.group_id), str(g.size), Text("\n".join(lines)))
     if result.groups:
         console.print(table)
     else:
@@ -214,9 +292,9 @@ def cluster_fit(run: Any, plots: list[Any]) -> None:
         + (f", silhouette {run.silhouette:.3f}" if run.silhouette is not None else "")
     )
     for warning in run.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        err_console.print(Text.assemble(("warning:", "yellow"), " ", visible(warning)), highlight=False)
     for path in plots:
-        console.print(f"plot: {path}")
+        say("plot:", path)
 
 
 def cluster_compare(result: Any) -> None:
@@ -256,5 +334,26 @@ def cluster_show(run_id: int, clusters: list[Any]) -> None:
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for c in clusters:
         sites = ", ".join(f"{s} ({n})" for s, n in c.top_sites)
-        table.add_row(str(c.cluster), str(c.size), c.medoid[:12], c.medoid_source or "", sites)
+        table.add_row(str(c.cluster), str(c.size), plain(c.medoid[:12]), plain(c.medoid_source), plain(sites))
     console.print(table)
+
+
+def verify_report(report: Any) -> None:
+    """What ``imgdb verify`` found, and what ``--repair`` did about it."""
+    if report.problems:
+        table = Table(title=plain(f"imgdb verify {report.store}" + (" --repair" if report.repair else "")))
+        for name in ("problem", "image / model", "detail", "repair"):
+            table.add_column(name, overflow="fold")
+        for p in report.problems:
+            outcome = ("repaired: " if p.fixed else "not repaired: " if report.repair else "") + (p.how or "")
+            table.add_row(
+                plain(p.kind),
+                plain((p.image_id or "")[:12] or p.model or ""),
+                plain(p.detail),
+                plain(outcome.strip() or "run imgdb verify --repair"),
+            )
+        console.print(table)
+    vectors = ", ".join(f"{k}: {'unreadable' if n is None else n}" for k, n in report.vectors.items()) or "-"
+    left = len(report.unresolved)
+    verdict = "all intact" if not report.problems else f"{len(report.problems) - left} repaired, {left} remain"
+    say(f"{report.images} images, {report.blobs_checked} blobs checked, vectors {vectors}: {verdict}")

@@ -10,6 +10,7 @@ import numpy as np
 
 from imgdb.clustering.results import ClusterRun
 from imgdb.clustering.select_k import PEAK_TOL, peak_window, smooth_curve
+from imgdb.errors import UsageError
 
 
 def plot(run: ClusterRun, out_dir: Path | str) -> list[Path]:
@@ -20,14 +21,18 @@ def plot(run: ClusterRun, out_dir: Path | str) -> list[Path]:
     ``-map.png`` in ``out_dir`` (``run-...`` for an unsaved run); returns those written.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"run-{run.run_id}" if run.run_id is not None else "run"
     written: list[Path] = []
-    if len(run.scores) > 1:
-        written.append(_plot_distortion(run, out / f"{stem}-distortion.png"))
-        written.append(_plot_silhouette(run, out / f"{stem}-silhouette.png"))
-    if run.map_xy is not None and run.map_labels is not None and len(run.map_xy):
-        written.append(_plot_map(run, out / f"{stem}-map.png"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if len(run.scores) > 1:
+            written.append(_plot_distortion(run, out / f"{stem}-distortion.png"))
+            written.append(_plot_silhouette(run, out / f"{stem}-silhouette.png"))
+        if run.map_xy is not None and run.map_labels is not None and len(run.map_xy):
+            written.append(_plot_map(run, out / f"{stem}-map.png"))
+    except OSError as exc:  # an unwritable folder, a full disk: one line, and the run is kept
+        saved = f" (run {run.run_id} is saved: `imgdb clusters show {run.run_id}`)" if run.run_id is not None else ""
+        raise UsageError(f"cannot write the plots to {out}: {exc.strerror or exc}{saved}") from None
     return written
 
 

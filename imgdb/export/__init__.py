@@ -9,6 +9,12 @@
     thumbs/<id prefix>.jpg    small JPEG thumbnails the page shows (not base64: the page stays light)
     .imgdb-export.json        what this export wrote, so exporting again into the folder replaces it
 
+Exporting again into a folder removes only what an export verifiably wrote, checked by
+content whatever the marker says: an image whose name carries an id prefix its bytes hash
+to, a sheet or thumbnail by its name and format, the page by its generator tag. Nothing
+outside the folder, no symbolic link followed, no folder removed unless emptied that way;
+anything else where the export would write stops it with a one-line error, untouched.
+
 ``write_gallery`` is the generic part: any list of titled groups of image ids (clusters,
 duplicate groups, search results) becomes the same kind of page. Every link in the page is
 relative, so the folder can be moved, zipped or opened with file://.
@@ -16,13 +22,15 @@ relative, so the folder can be moved, zipped or opened with file://.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
 import json
 import os
 import re
-import shutil
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -122,11 +130,109 @@ def export_name(rank: int, image_id: str, info: ImageInfo | None) -> str:
     return f"{rank:05d}-{stem}-{image_id[:10]}{extension(info.format if info else None)}"
 
 
-def _materialise(src: Path, dst: Path, mode: str) -> None:
-    if dst.is_symlink() or dst.exists():
-        dst.unlink()
+# ---------------------------------------------------------------------------------------
+# writing only what is ours
+
+_ENTRY = re.compile(r"^(index\.html|sheets|images|cluster-\d+)$")  # what a marker may list
+_IMAGE_NAME = re.compile(r"^\d{5}-[A-Za-z0-9._-]*-([0-9a-f]{10})\.[A-Za-z0-9]+$")  # cluster-*/...
+_GALLERY_NAME = re.compile(r"^([0-9a-f]{16})\.[A-Za-z0-9]+$")  # images/...
+_SHEET_NAME = re.compile(r"^\d{3}-[A-Za-z0-9._-]+\.png$")  # sheets/...
+_THUMB_NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")  # thumbs/...
+_GENERATOR = '<meta name="generator" content="imgdb">'
+_MARK = b"imgdb export"  # in every sheet (a PNG text chunk) and thumbnail (a JPEG comment) we write
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` (not followed if a link) is a file an imgdb export wrote, judged by content."""
+    name, folder = path.name, path.parent.name
+    id_name = _IMAGE_NAME.match(name) or (_GALLERY_NAME.match(name) if folder == "images" else None)
+    try:
+        if path.is_symlink():  # export symlinks point at the blob named by the image's id
+            return id_name is not None and Path(os.readlink(path)).name.startswith(id_name.group(1))
+        if not path.is_file():
+            return False
+        if name == MARKER:
+            return True
+        if id_name:
+            return _sha256(path).startswith(id_name.group(1))
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    if name == "index.html":
+        text = head.decode("utf-8", "replace")
+        legacy = "<title>imgdb" in text and "figcaption{font-size:11px" in text  # pages before the generator tag
+        return text.startswith("<!DOCTYPE html>") and (_GENERATOR in text or legacy)
+    if folder == "sheets" and _SHEET_NAME.match(name):
+        return head.startswith(b"\x89PNG\r\n\x1a\n") and (_MARK in head or _legacy_sheet(head))
+    if folder == "thumbs" and _THUMB_NAME.match(name):
+        return head.startswith(b"\xff\xd8\xff") and _MARK in head
+    return False
+
+
+def _legacy_sheet(head: bytes) -> bool:
+    """A contact sheet written before sheets were marked: a 256-colour PNG of our grid's size."""
+    if len(head) < 26 or head[12:16] != b"IHDR":
+        return False
+    width, height, colour = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"), head[25]
+    cell, pad, title = SHEET_CELL + 6, 6, 28
+    columns, rest = divmod(width - pad, cell)
+    return (
+        colour == 3 and rest == 0 and 1 <= columns <= 8 and height > title + pad and (height - title - pad) % cell == 0
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _not_ours(path: Path) -> UsageError:
+    return UsageError(f"{path} was not written by an imgdb export; choose a new or empty folder")
+
+
+def _own_dir(path: Path) -> None:
+    """A folder of the export: made if missing; never a link to elsewhere, never a file."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise _not_ours(path)
+    path.mkdir(exist_ok=True)
+
+
+def _make_way(path: Path) -> None:
+    """Remove what is at ``path`` if an export wrote it; refuse if anything else is there."""
+    if os.path.lexists(path):
+        if not _ours(path):
+            raise _not_ours(path)
+        path.unlink()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write a file of the export, replacing only one an export wrote, never through a link."""
+    _make_way(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(path, flags, 0o644), "wb") as fh:
+        fh.write(data)
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """A folder we cannot write (permissions, a full disk) is a one-line error."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"cannot write the export to {out}: {exc.strerror or exc}") from None
+
+
+def _materialise(store: Store, image_id: str, dst: Path, mode: str) -> None:
+    """The image at ``dst``: its checked bytes copied, or a link to its blob."""
+    _make_way(dst)
+    data = store.read_blob(image_id, verify=True)  # a missing or damaged blob stops the export
+    src = store.blob_path(image_id)
     if mode == "copy":
-        shutil.copyfile(src, dst)
+        _write_file(dst, data)
     elif mode == "hardlink":
         try:
             os.link(src, dst)
@@ -178,7 +284,14 @@ def _contact_sheet(title: str, thumbs: list[Any], path: Path, total: int) -> Non
         y = head + pad + (n // cols) * (SHEET_CELL + pad) + (SHEET_CELL - cell.height) // 2
         sheet.paste(cell, (x, y))
     # A 256-colour palette with dithering: a third of the bytes of a full-colour PNG.
-    sheet.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG).save(path, "PNG")
+    from PIL.PngImagePlugin import PngInfo
+
+    mark = PngInfo()
+    mark.add_text("Software", _MARK.decode())
+    buffer = io.BytesIO()
+    quantized = sheet.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
+    quantized.save(buffer, "PNG", pnginfo=mark)
+    _write_file(path, buffer.getvalue())
 
 
 _CSS = """
@@ -221,22 +334,38 @@ def write_gallery(
     if mode not in MODES:
         raise UsageError(f"unknown export mode {mode!r} (use one of: {', '.join(MODES)})")
     out = Path(to)
-    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    with _writing(out):
+        return _write_gallery(store, groups, out, title, intro, image_links, mode, max_per_group, sheets)
+
+
+def _write_gallery(
+    store: Store,
+    groups: Sequence[GalleryGroup | tuple[str, Sequence[str]]],
+    out: Path,
+    title: str,
+    intro: str,
+    image_links: dict[str, str] | None,
+    mode: str,
+    max_per_group: int,
+    sheets: bool,
+) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    _own_dir(out / "thumbs")
     norm = [g if isinstance(g, GalleryGroup) else GalleryGroup(str(g[0]), list(g[1])) for g in groups]
     all_ids = [i for g in norm for i in g.ids]
     info = store.describe(all_ids)
     links = dict(image_links or {})
     if image_links is None:
         # Full-size copies of what the page shows (not of the groups' hidden tails).
-        (out / "images").mkdir(exist_ok=True)
+        _own_dir(out / "images")
         shown_ids = [i for g in norm for i in [j for j in g.ids if j in info][:max_per_group]]
         for image_id in dict.fromkeys(shown_ids):
             if image_id in info:
                 name = f"images/{image_id[:16]}{extension(info[image_id].format)}"
-                _materialise(store.blob_path(image_id), out / name, mode)
+                _materialise(store, image_id, out / name, mode)
                 links[image_id] = name
     if sheets:
-        (out / "sheets").mkdir(exist_ok=True)
+        _own_dir(out / "sheets")
 
     sections: list[str] = []
     toc: list[str] = []
@@ -249,15 +378,15 @@ def write_gallery(
             thumb_rel = f"thumbs/{image_id[:16]}.jpg"
             thumb_path = out / thumb_rel
             need_sheet = sheets and len(thumbs_for_sheet) < SHEET_MAX
-            if thumb_path.exists():
+            reused = _reuse_thumb(thumb_path) if os.path.lexists(thumb_path) else None
+            if reused is not None:
                 if need_sheet:
-                    from PIL import Image
-
-                    with Image.open(thumb_path) as im:
-                        thumbs_for_sheet.append(im.convert("RGB"))
+                    thumbs_for_sheet.append(reused)
             else:
                 thumb = _thumbnail(store, image_id, THUMB_SIZE)
-                thumb.save(thumb_path, "JPEG", quality=80)
+                buffer = io.BytesIO()
+                thumb.save(buffer, "JPEG", quality=80, comment=_MARK)
+                _write_file(thumb_path, buffer.getvalue())
                 if need_sheet:
                     thumbs_for_sheet.append(thumb)
             figures.append(_figure(info[image_id], thumb_rel, links.get(image_id), group.captions.get(image_id)))
@@ -284,15 +413,33 @@ def write_gallery(
     total = len({i for i in all_ids if i in info})
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">{_GENERATOR}'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
         f"<header><h1>{html.escape(title)}</h1>"
         f"<p>{len(norm)} groups, {total} images. {html.escape(intro)}</p></header>\n"
         f"<nav>{' '.join(toc)}</nav>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    _write_file(index, page.encode("utf-8"))
     return index
+
+
+def _reuse_thumb(path: Path) -> Any:
+    """An earlier export's thumbnail as RGB; None when it must be made again (only if ours).
+
+    Reading is harmless, so any regular file there is reused; it is only replaced if an
+    export wrote it, and a link is never followed.
+    """
+    from PIL import Image
+
+    if path.is_symlink() or not path.is_file():
+        raise _not_ours(path)
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
+            return im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _figure(info: ImageInfo, thumb_rel: str, full_rel: str | None, extra: str | None = None) -> str:
@@ -310,8 +457,6 @@ def _figure(info: ImageInfo, thumb_rel: str, full_rel: str | None, extra: str | 
         caption = f'<a href="{html.escape(src)}" rel="noopener noreferrer">{html.escape(label)}</a>'
     else:
         caption = html.escape(label)
-    if extra:
-        caption += f'<br><span class="evidence">{html.escape(extra)}</span>'
     if extra:
         caption += f'<br><span class="evidence">{html.escape(extra)}</span>'
     return f'<figure title="{html.escape(tip)}">{img}<figcaption>{caption}</figcaption></figure>'
@@ -332,26 +477,45 @@ def _short(source: str) -> str:
 
 
 def _prepare_target(out: Path) -> None:
-    """Refuse a non-empty folder we did not write; clear what an earlier export wrote."""
+    """Refuse a non-empty folder we did not write; clear what an earlier export wrote.
+
+    The marker only says where to look: each entry must be a name an export uses, and each
+    file under it must be verifiably ours (``_ours``), or nothing at all is removed.
+    """
     marker = out / MARKER
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a folder")
+    if os.path.lexists(marker) and (marker.is_symlink() or not marker.is_file()):
+        raise _not_ours(marker)
     if out.exists() and any(out.iterdir()) and not marker.exists():
         raise UsageError(f"{out} is not empty and is not an imgdb export: choose a new or empty folder")
     if marker.exists():
         try:
-            entries = json.loads(marker.read_text()).get("entries", [])
-        except (ValueError, AttributeError):
+            entries = json.loads(marker.read_text(encoding="utf-8")).get("entries", [])
+        except (ValueError, AttributeError, UnicodeDecodeError):
             entries = []
-        for name in entries:
+        files: list[Path] = []
+        folders: list[Path] = []
+        for name in entries if isinstance(entries, list) else []:
+            if not isinstance(name, str) or not _ENTRY.match(name):
+                raise UsageError(f"{marker} lists {name!r}, which an imgdb export never writes: choose another folder")
             target = out / name
-            # Only plain names we wrote ourselves, never anything outside the folder.
-            if "/" in name or "\\" in name or name in ("", ".", ".."):
+            if not os.path.lexists(target):
                 continue
             if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
+                for child in sorted(target.iterdir()):
+                    if not _ours(child):
+                        raise _not_ours(child)
+                    files.append(child)
+                folders.append(target)
+            elif _ours(target):
+                files.append(target)
+            else:
+                raise _not_ours(target)
+        for path in files:
+            path.unlink()
+        for folder in folders:
+            folder.rmdir()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -359,13 +523,14 @@ def _claim(out: Path, entries: list[str], **meta: Any) -> None:
     """Prepare ``out``, recording what this export will write *before* writing it, so an
     interrupted export is still recognised (and cleaned) as ours next time."""
     _prepare_target(out)
-    (out / MARKER).write_text(json.dumps({**meta, "entries": entries}, indent=1))
+    _write_file(out / MARKER, json.dumps({**meta, "entries": entries}, indent=1).encode("utf-8"))
 
 
 def export_groups(store: Store, groups: Sequence[GalleryGroup], to: Path | str, title: str) -> Path:
     """A gallery of titled groups in a folder of its own (``imgdb dupes --html``)."""
     out = Path(to)
-    _claim(out, ["index.html", "images", "sheets"])
+    with _writing(out):
+        _claim(out, ["index.html", "images", "sheets"])
     return write_gallery(store, groups, out, title)
 
 
@@ -401,20 +566,22 @@ def export_clusters(
     info = store.describe([i for ids in members.values() for i in ids])
     width = max(3, len(str(max(members, default=0))))
     folders = {c: f"cluster-{c:0{width}d}" for c in members}
-    # thumbs/ is not listed: thumbnails are named by image id, so a re-export reuses them.
-    _claim(out, ["index.html", "sheets", *folders.values()], run_id=run_id, mode=mode)
     links: dict[str, str] = {}
     groups: list[GalleryGroup] = []
+    with _writing(out):
+        # thumbs/ is not listed: thumbnails are named by image id, so a re-export reuses them.
+        _claim(out, ["index.html", "sheets", *folders.values()], run_id=run_id, mode=mode)
+        for c, ids in sorted(members.items()):
+            folder = folders[c]
+            _own_dir(out / folder)
+            for rank, image_id in enumerate(ids, start=1):
+                name = export_name(rank, image_id, info.get(image_id))
+                _materialise(store, image_id, out / folder / name, mode)
+                links.setdefault(image_id, f"{folder}/{name}")
     for c, ids in sorted(members.items()):
-        folder = folders[c]
-        (out / folder).mkdir(exist_ok=True)
-        for rank, image_id in enumerate(ids, start=1):
-            name = export_name(rank, image_id, info.get(image_id))
-            _materialise(store.blob_path(image_id), out / folder / name, mode)
-            links.setdefault(image_id, f"{folder}/{name}")
         sites = ", ".join(f"{site}: {n}" for site, n in (top_sites or {}).get(c, []))
         note = f"most typical image first; top sites: {sites}" if sites else "most typical image first"
-        groups.append(GalleryGroup(f"Cluster {c}", ids, note=note, links=[("folder", folder + "/")]))
+        groups.append(GalleryGroup(f"Cluster {c}", ids, note=note, links=[("folder", folders[c] + "/")]))
     kind = {"copy": "copies", "hardlink": "hard links into the store", "symlink": "symbolic links into the store"}[mode]
     intro = f"Clustering run {run_id}: {method}, k = {k}, {n_images} images, model {model}; files are {kind}."
     return write_gallery(

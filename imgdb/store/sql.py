@@ -32,11 +32,13 @@ def run_sql(store: Store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     import duckdb
 
     check_single_statement(sql)
-    try:
-        with store._lock:
-            cursor = store.con.execute(sql)
+    with store._db() as con:  # a damaged file is a StoreError; a bad statement a UsageError
+        try:
+            cursor = con.execute(sql)
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall() if cursor.description else []
-    except duckdb.Error as exc:
-        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+        except (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException):
+            raise
+        except duckdb.Error as exc:
+            raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
     return columns, rows

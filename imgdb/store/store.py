@@ -25,31 +25,50 @@ journalled id that DuckDB's ``images`` lacks, then remove the journal. Leftover 
 that meets those bytes reuses it. After repair, for every model the set of vector ids is a
 subset of DuckDB's image ids, and equal for the model the images were ingested with.
 
-One writer at a time: ``write.lock`` is taken with a non-blocking ``flock``; a second
-writer gets ``StoreBusy``. DuckDB itself refuses a reader while a writer has the file
-open; that too is reported as ``StoreBusy``.
+A writer that finds runs still marked ``running`` (their process was killed) marks them
+``interrupted``.
+
+One writer at a time: ``write.lock`` is taken with a non-blocking ``flock`` for the writer's
+whole life; a second writer gets ``StoreBusy``.
+
+Readers during a write: DuckDB lets one process hold the file read-write *or* several hold
+it read-only. A reader holds a shared ``flock`` on ``read.lock`` while it waits for and uses
+the file; the writer opens its DuckDB connection when it needs it and, whenever a reader is
+waiting, closes it (a checkpoint: everything committed is in the file) after the write in
+hand, or within 20 ms when it is idle. A reader retries for ``config.READ_WAIT`` (1 s) and
+sees the last committed state; the writer's next write waits for the readers to finish (up
+to ``config.WRITE_WAIT``). Nobody waiting costs the writer nothing: its connection stays open.
+
+Disk and file errors (disk full, read-only, a damaged DuckDB file, a missing Lance file)
+become one-line ``StoreError``/``ReadOnlyStore`` messages here, where the files are known.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import hashlib
 import json
 import os
+import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from imgdb import config
-from imgdb.errors import ReadOnlyStore, StoreBusy, StoreError, UsageError
+from imgdb.errors import ImgdbError, ReadOnlyStore, StoreBusy, StoreError, UsageError
 from imgdb.store import schema
 
 DUCKDB_FILE = "imgdb.duckdb"
+READ_LOCK = "read.lock"
 
 
 def utcnow() -> datetime:
@@ -61,6 +80,168 @@ def site_of(url: str) -> str | None:
     if parts.scheme not in ("http", "https"):
         return None
     return parts.netloc.lower() or None
+
+
+class _Locked(Exception):
+    """DuckDB refused the file because another process (``pid``) holds it."""
+
+    def __init__(self, pid: int | None):
+        super().__init__(pid)
+        self.pid = pid
+
+
+def _connect_duckdb(path: Path, *, read_only: bool) -> Any:
+    import duckdb
+
+    # Readers run users' SQL (`imgdb sql`, --where): no files or network beyond the store.
+    settings: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False} if read_only else {}
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=settings)
+    except duckdb.ConnectionException as exc:
+        if "different configuration" in str(exc):  # this very process has it open the other way
+            raise _Locked(os.getpid()) from None
+        raise StoreError(f"cannot open {path}: {_one_line(exc)}") from None
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "Could not set lock" in text or "Conflicting lock" in text:
+            pid = re.search(r"\(PID (\d+)\)", text)
+            raise _Locked(int(pid.group(1)) if pid else None) from None
+        raise _io_error(path.parent, exc) from None
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open {path}: {_one_line(exc)}") from None
+
+
+def _open_lock_file(path: Path) -> int | None:
+    """A descriptor of ``read.lock`` (made if it can be), or None on a store nobody may write."""
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        try:
+            return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError:
+            continue
+    return None
+
+
+def _flock_shared(fd: int) -> None:
+    """A reader's shared lock on ``read.lock``; the writer only ever holds it for an instant."""
+    import fcntl
+
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                return  # not worth failing for: the writer then just does not know we wait
+            time.sleep(0.001)
+
+
+def _writer_pid(path: Path) -> str | None:
+    """The pid written in ``write.lock`` while an imgdb writer holds it, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(path / "write.lock", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _file_sha256(path: Path) -> str | None:
+    """sha256 of a file's bytes, None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's first line, without the Rust source locations Lance appends."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    text = re.sub(r",?\s*/\S+\.rs:\d+:\d+", "", text)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _io_error(path: Path, exc: BaseException) -> StoreError:
+    """A disk or file error of the store as a one-line error that says what to do."""
+    text = _one_line(exc)
+    low = text.lower()
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "no space left" in low:
+        return StoreError(
+            f"the disk holding store {path} is full ({text}); free some space and run the command again "
+            "(what was stored before is kept)"
+        )
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or any(
+        words in low for words in ("permission denied", "operation not permitted", "read-only file")
+    ):
+        return ReadOnlyStore(f"store {path} is read-only here: {text}")
+    if "lance error" in low:
+        return StoreError(f"the vectors in store {path} are damaged ({text}); run `imgdb verify --repair`")
+    if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+        return StoreError(
+            f"the database of store {path} is damaged or unreadable ({text}); if its blobs are intact, "
+            f"`imgdb ingest {path}/blobs --db NEW-STORE` rebuilds its images"
+        )
+    return StoreError(f"cannot use store {path}: {text}")
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """File and database errors of the store -> ``StoreError`` (bugs and bad SQL pass through)."""
+    import duckdb
+
+    try:
+        yield
+    except ImgdbError:
+        raise
+    except OSError as exc:
+        raise _io_error(path, exc) from None
+    except (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException) as exc:
+        raise _io_error(path, exc) from None
+    except duckdb.InvalidInputException as exc:
+        if "invalidated" not in str(exc):
+            raise
+        raise _io_error(path, exc) from None
+    except RuntimeError as exc:
+        # Lance says "lance error: ..." for everything; only its file troubles are the store's.
+        text = str(exc).lower()
+        if not text.startswith("lance error") or not any(word in text for word in _LANCE_FILE_TROUBLE):
+            raise
+        raise _io_error(path, exc) from None
+
+
+_LANCE_FILE_TROUBLE = (
+    "not found", "(io)", "io error", "corrupt", "no space", "permission", "read-only", "unexpected eof",
+    "operation not permitted",
+)  # fmt: skip
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _io(method: _F) -> _F:
+    """Run a ``Store`` method with its file errors translated (see ``_translated``)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with _translated(self.path):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -117,40 +298,61 @@ class Store:
         self.write = write
         self._lock = threading.RLock()  # one DuckDB connection, shared by ingest threads
         self._lock_file: Any = None
+        self._readers: int | None = None  # read.lock: readers hold it shared, the writer probes it
+        self._probe = threading.Lock()
+        self._con: Any = None
+        self._depth = 0  # sessions (``_db``) in progress; the connection is never closed under one
+        self._closed = False
+        self._stop = threading.Event()
+        self._closer: threading.Thread | None = None
         self._tables: dict[str, Any] = {}
+        if self.path.exists() and not self.path.is_dir():
+            raise UsageError(f"{self.path} is a file, not an imgdb store (--db names the store's folder)")
         if write:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _io_error(self.path, exc) from None
             self._take_write_lock()
         elif not (self.path / DUCKDB_FILE).exists():
             raise UsageError(f"no imgdb store at {self.path} (run `imgdb ingest` first, or pass --db)")
         try:
-            if not write:
-                self._upgrade_if_needed()
-            self.con = _connect_duckdb(self.path / DUCKDB_FILE, read_only=not write)
             if write:
-                schema.migrate(self.con)
+                self._readers = _open_lock_file(self.path / READ_LOCK)
+                with self._db() as con:
+                    schema.migrate(con)
+            else:
+                self._readers = _open_lock_file(self.path / READ_LOCK)
+                if self._readers is not None:
+                    _flock_shared(self._readers)  # says "a reader is waiting" to the writer
+                self._upgrade_if_needed()
+                self._con = self._open_duckdb()
             import lancedb
 
             self.lance = lancedb.connect(str(self.path / "vectors"))
             if write:
                 self._repair()
+                self._interrupt_dead_runs()
+                self._closer = threading.Thread(target=self._let_readers_in, name="imgdb-store-readers", daemon=True)
+                self._closer.start()
         except BaseException:
             self.close()
             raise
 
     def _upgrade_if_needed(self) -> None:
         """A reader of a store written by an older release migrates it first (briefly a writer)."""
-        con = _connect_duckdb(self.path / DUCKDB_FILE, read_only=True)
+        con = self._open_duckdb()
         try:
-            behind = bool(schema.pending(con))
+            with _translated(self.path):
+                behind = bool(schema.pending(con))
         finally:
             con.close()
         if behind:
             try:
                 Store(self.path, write=True).close()
-            except PermissionError as exc:
+            except ReadOnlyStore as exc:
                 raise StoreError(
-                    f"store {self.path} was made by an older imgdb and must be upgraded once by a writer: {exc.strerror}"
+                    f"store {self.path} was made by an older imgdb and must be upgraded once by a writer: {exc}"
                 ) from None
 
     @classmethod
@@ -164,26 +366,131 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._closer is not None and self._closer is not threading.current_thread():
+            self._closer.join()
+            self._closer = None
         with self._lock:  # never under a batch another thread is still writing
-            con = getattr(self, "con", None)
-            if con is not None:
-                con.close()
-                self.con = None
+            self._closed = True
+            self._release()
+        if self._readers is not None:
+            os.close(self._readers)  # releases a reader's shared flock
+            self._readers = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
             self._lock_file = None
+
+    # -- the DuckDB connection ------------------------------------------------------
+
+    @property
+    def con(self) -> Any:
+        """The DuckDB connection. A writer's comes and goes (see the module docstring): use
+        it through ``query`` or ``transaction``, or hold ``_db()`` while using it."""
+        with self._lock:
+            return self._connect()
+
+    @contextmanager
+    def _db(self) -> Iterator[Any]:
+        """The connection for one piece of work, its file errors made one-line errors.
+
+        When the work is done and a reader is waiting, a writer lets the file go.
+        """
+        with self._lock:
+            con = self._connect()
+            self._depth += 1
+            try:
+                with _translated(self.path):
+                    yield con
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self.write and self._reader_waiting():
+                    self._release()
+
+    def errors(self) -> Any:
+        """A context that turns the store's file errors (disk full, read-only, a damaged or
+        missing file) into one-line ``StoreError``s, for code that uses a vectors table itself."""
+        return _translated(self.path)
+
+    def _connect(self) -> Any:
+        if self._con is None:
+            if self._closed:
+                raise StoreError(f"store {self.path} is closed")
+            self._con = self._open_duckdb()
+        return self._con
+
+    def _open_duckdb(self) -> Any:
+        """Open the DuckDB file, waiting for a writer to pause (a reader) or the readers to finish (a writer)."""
+        wait = config.WRITE_WAIT if self.write else config.READ_WAIT
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return _connect_duckdb(self.path / DUCKDB_FILE, read_only=not self.write)
+            except _Locked as exc:
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(self._busy_message(exc.pid, wait)) from None
+                time.sleep(0.02)
+
+    def _busy_message(self, pid: int | None, waited: float) -> str:
+        who = f"process {pid}" if pid else "another process"
+        if self.write:
+            return (
+                f"store {self.path} is busy: {who} is reading it and did not finish within {waited:g} s; "
+                "run the command again when it is done"
+            )
+        writer = _writer_pid(self.path)
+        if writer is not None:
+            return (
+                f"store {self.path} is busy: imgdb process {writer} is writing to it and did not pause "
+                f"within {waited:g} s; try again in a moment"
+            )
+        return f"store {self.path} is busy: {who} has its database open for writing"
+
+    def _reader_waiting(self) -> bool:
+        """True while some reader holds (or waits for) the store: the writer then lets the file go."""
+        if self._readers is None or not self.write:
+            return False
+        import fcntl
+
+        with self._probe:
+            try:
+                fcntl.flock(self._readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(self._readers, fcntl.LOCK_UN)
+            return False
+
+    def _release(self) -> None:
+        """Close the connection (a checkpoint), so that readers can open the file."""
+        con, self._con = self._con, None
+        if con is not None:
+            # A failed checkpoint (say, a full disk) leaves the WAL, which the next open replays.
+            with suppress(Exception):
+                con.close()
+
+    def _let_readers_in(self) -> None:
+        """Writer's thread: an idle writer lets the file go within 20 ms of a reader arriving."""
+        while not self._stop.wait(0.02):
+            if self._con is None or not self._reader_waiting():
+                continue
+            if self._lock.acquire(timeout=0.2):
+                try:
+                    if self._depth == 0:
+                        self._release()
+                finally:
+                    self._lock.release()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """One DuckDB transaction, under the store's lock: all of it is committed or none."""
         self.require_write()
-        with self._lock:
-            self.con.execute("BEGIN")
+        with self._db() as con:
+            con.execute("BEGIN")
             try:
-                yield self.con
-                self.con.execute("COMMIT")
+                yield con
+                con.execute("COMMIT")
             except BaseException:
-                self.con.execute("ROLLBACK")
+                with suppress(Exception):  # a failed COMMIT has already ended the transaction
+                    con.execute("ROLLBACK")
                 raise
 
     def require_write(self) -> None:
@@ -195,26 +502,44 @@ class Store:
     def _take_write_lock(self) -> None:
         import fcntl
 
-        fh = open(self.path / "write.lock", "a+")  # noqa: SIM115 - the flock lasts as long as the file is open
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            fh = open(self.path / "write.lock", "a+")  # noqa: SIM115 - the flock lasts as long as the file is open
+        except OSError as exc:
+            raise _io_error(self.path, exc) from None
+        for attempt in range(6):  # a reader asking "is anyone writing?" holds it for microseconds
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt < 5:
+                    time.sleep(0.01)
+                    continue
+                fh.seek(0)
+                holder = fh.read().strip() or "?"
+                fh.close()
+                raise StoreBusy(
+                    f"store {self.path} is busy: another imgdb process (pid {holder}) is writing to it"
+                ) from None
+        try:
             fh.seek(0)
-            holder = fh.read().strip() or "?"
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+        except OSError as exc:
             fh.close()
-            raise StoreBusy(
-                f"store {self.path} is busy: another imgdb process (pid {holder}) is writing to it"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+            raise _io_error(self.path, exc) from None
         self._lock_file = fh
 
     @property
     def _journal(self) -> Path:
         return self.path / "journal.json"
 
+    def _interrupt_dead_runs(self) -> None:
+        """Runs still ``running`` when a writer opens were killed (the writer holds the lock)."""
+        with self._db() as con:
+            con.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+
+    @_io
     def _repair(self) -> None:
         tmp = self.path / "blobs" / "tmp"
         if tmp.exists():
@@ -243,12 +568,13 @@ class Store:
     def _table_exists(self, model_key: str) -> bool:
         return self.table_name(model_key) in _list_tables(self.lance)
 
+    @_io
     def register_model(self, spec: Any) -> None:
         """Record a model (an ``imaging.model.ModelSpec``) and create its vectors table."""
         import pyarrow as pa
 
-        with self._lock:
-            self.con.execute(
+        with self._db() as con:
+            con.execute(
                 "INSERT INTO models (key, name, sha256, dim, spec, added_at) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
                 [spec.key, spec.name, spec.sha256, spec.dim, json.dumps(_spec_json(spec)), utcnow()],
@@ -257,6 +583,7 @@ class Store:
             schema = pa.schema([pa.field("id", pa.string()), pa.field("vector", pa.list_(pa.float32(), spec.dim))])
             self.lance.create_table(self.table_name(spec.key), schema=schema)
 
+    @_io
     def vectors(self, model_key: str) -> Any:
         """The LanceDB table of one model's vectors."""
         if model_key not in self._tables:
@@ -265,6 +592,7 @@ class Store:
             self._tables[model_key] = self.lance.open_table(self.table_name(model_key))
         return self._tables[model_key]
 
+    @_io
     def maintain_vectors(self, model_key: str, new_rows: int) -> None:
         """After an ingest: build the ANN index once the table is big enough, else compact.
 
@@ -281,11 +609,56 @@ class Store:
         elif new_rows >= 1000 or (new_rows and table.list_indices()):
             table.optimize()
 
+    @_io
     def vector_ids(self, model_key: str) -> set[str]:
         if not self._table_exists(model_key):
             return set()
-        return set(self.vectors(model_key).to_arrow().column("id").to_pylist())
+        rows = self.vectors(model_key).search().select(["id"]).limit(None).to_arrow()
+        return set(rows.column("id").to_pylist())
 
+    @_io
+    def delete_vectors(self, model_key: str, ids: Sequence[str]) -> None:
+        """Drop the vectors of ``ids`` (say, orphans without an ``images`` row)."""
+        ids = list(ids)
+        for start in range(0, len(ids), 1000):
+            self.vectors(model_key).delete(_in_list("id", ids[start : start + 1000]))
+
+    @_io
+    def salvage_vectors(self, model_key: str) -> tuple[int, int] | None:
+        """Rebuild a vectors table some of whose files are missing or unreadable from the rest.
+
+        Rows are read fragment by fragment (a row address is fragment << 32 | offset, and a
+        filter on it reads only that fragment's files); the table is rewritten with the
+        readable ones. Returns (rows kept, rows lost), or None when every fragment reads.
+        """
+        import pyarrow as pa
+
+        table = self.vectors(model_key)
+        addresses = table.search().select(["_rowaddr"]).limit(None).to_arrow().column("_rowaddr").to_pylist()
+        parts, lost = [], 0
+        for fragment in sorted({int(a) >> 32 for a in addresses}):
+            low, high = fragment << 32, (fragment + 1) << 32
+            try:
+                part = (
+                    table.search()
+                    .where(f"_rowaddr >= {low} AND _rowaddr < {high}")
+                    .select(["id", "vector"])
+                    .limit(None)
+                    .to_arrow()
+                )
+            except (RuntimeError, OSError):
+                lost += sum(1 for a in addresses if low <= int(a) < high)
+                continue
+            parts.append(part.select(["id", "vector"]))
+        if not lost:
+            return None
+        schema = table.schema
+        data = pa.concat_tables([p.cast(schema) for p in parts]) if parts else schema.empty_table()
+        self._tables.pop(model_key, None)
+        self.lance.create_table(self.table_name(model_key), data=data, schema=schema, mode="overwrite")
+        return data.num_rows, lost
+
+    @_io
     def all_vectors(self, model_key: str) -> tuple[list[str], np.ndarray]:
         """Every stored image's vector for ``model_key`` as (ids sorted, float32 matrix).
 
@@ -316,6 +689,7 @@ class Store:
             raise UsageError(f"image id prefix {text} is ambiguous; give more digits")
         return rows[0][0] if rows else None
 
+    @_io
     def get_vectors(self, model_key: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:
             return {}
@@ -328,24 +702,65 @@ class Store:
     def blob_path(self, image_id: str) -> Path:
         return self.path / "blobs" / image_id[:2] / image_id[2:4] / image_id
 
-    def read_blob(self, image_id: str) -> bytes:
-        return self.blob_path(image_id).read_bytes()
+    def read_blob(self, image_id: str, *, verify: bool = False) -> bytes:
+        """The image's bytes. ``verify``: a missing blob, or one whose bytes are not its id's,
+        is a one-line ``StoreError`` (instead of ``OSError`` or wrong bytes)."""
+        if not verify:
+            return self.blob_path(image_id).read_bytes()
+        try:
+            data = self.blob_path(image_id).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(
+                f"the bytes of image {image_id[:12]} are missing from store {self.path}; run `imgdb verify --repair`"
+            ) from None
+        except OSError as exc:
+            raise _io_error(self.path, exc) from None
+        if hashlib.sha256(data).hexdigest() != image_id:
+            raise StoreError(
+                f"the bytes of image {image_id[:12]} in store {self.path} are damaged; run `imgdb verify --repair`"
+            )
+        return data
 
-    def _put_blob(self, image_id: str, data: bytes) -> None:
+    def blob_ok(self, image_id: str, size: int | None) -> bool:
+        """Cheap check (one stat): the blob exists and has ``size`` bytes."""
+        try:
+            return size is not None and self.blob_path(image_id).stat().st_size == size
+        except OSError:
+            return False
+
+    def blob_intact(self, image_id: str) -> bool:
+        """Full check: the blob's bytes hash to its id."""
+        return _file_sha256(self.blob_path(image_id)) == image_id
+
+    @_io
+    def restore_blob(self, image_id: str, data: bytes) -> bool:
+        """Write ``data`` (which must hash to ``image_id``) unless an intact blob is there; True if written."""
+        if hashlib.sha256(data).hexdigest() != image_id:
+            raise ValueError(f"bytes do not match image {image_id[:12]}")
+        return self._put_blob(image_id, data)
+
+    def _put_blob(self, image_id: str, data: bytes) -> bool:
+        """Write a blob unless an intact one is there (a truncated or altered one is rewritten)."""
         final = self.blob_path(image_id)
-        if final.exists():
-            return
+        if _file_sha256(final) == image_id:
+            return False
         tmp_dir = self.path / "blobs" / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}"
         # No fsync per blob: it would cap ingest far below the model's rate. Process death
         # (Ctrl-C, kill -9) cannot lose written pages; only a power loss could.
-        tmp.write_bytes(data)
-        os.replace(tmp, final)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return True
 
     # -- writing -----------------------------------------------------------------
 
+    @_io
     def add_images(self, images: Sequence[NewImage], model_key: str, vectors: np.ndarray, run_id: int | None) -> None:
         """Store a batch of new images with their vectors (see the module docstring's order)."""
         import pyarrow as pa
@@ -376,6 +791,7 @@ class Store:
                 self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
             self._journal.unlink(missing_ok=True)
 
+    @_io
     def add_vectors(self, model_key: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Vectors for images already stored (embedding them with another model)."""
         import pyarrow as pa
@@ -394,7 +810,7 @@ class Store:
 
     def add_sources(self, rows: Iterable[tuple[str, SourceRow]], run_id: int | None) -> None:
         """Record more places where already-stored images were found."""
-        with self._lock:
+        with self._db():
             self._insert_sources(list(rows), run_id)
 
     def _insert_sources(self, rows: list[tuple[str, SourceRow]], run_id: int | None) -> None:
@@ -436,26 +852,26 @@ class Store:
             return
         batch = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
         names = ", ".join(columns)
-        with self._lock:
-            self.con.register("_imgdb_batch", batch)
+        with self._db() as con:
+            con.register("_imgdb_batch", batch)
             try:
-                self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _imgdb_batch {conflict}")
+                con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _imgdb_batch {conflict}")
             finally:
-                self.con.unregister("_imgdb_batch")
+                con.unregister("_imgdb_batch")
 
     # -- runs, pages, failures ---------------------------------------------------
 
     def start_run(self, command: str, args: dict[str, Any]) -> int:
-        with self._lock:
-            row = self.con.execute(
+        with self._db() as con:
+            row = con.execute(
                 "INSERT INTO runs (command, args, started_at, status) VALUES (?, ?, ?, 'running') RETURNING id",
                 [command, json.dumps(args, default=str), utcnow()],
             ).fetchone()
         return int(row[0])
 
     def finish_run(self, run_id: int, status: str, counts: dict[str, Any]) -> None:
-        with self._lock:
-            self.con.execute(
+        with self._db() as con:
+            con.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, counts = ? WHERE id = ?",
                 [utcnow(), status, json.dumps(counts, default=str), run_id],
             )
@@ -463,8 +879,8 @@ class Store:
     def record_failure(
         self, run_id: int | None, source: str, reason: str, detail: str, page_url: str | None = None
     ) -> None:
-        with self._lock:
-            self.con.execute(
+        with self._db() as con:
+            con.execute(
                 "INSERT INTO failures (run_id, source, page_url, reason, detail, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [run_id, source, page_url, reason, detail[:500], utcnow()],
             )
@@ -483,8 +899,8 @@ class Store:
         parsed: dict[str, Any] | None = None,
     ) -> None:
         """Upsert a crawled page; a failed re-fetch keeps what the last good fetch parsed."""
-        with self._lock:
-            self.con.execute(
+        with self._db() as con:
+            con.execute(
                 """INSERT INTO pages (url, final_url, status, fetched_at, images_found, error, etag,
                                      last_modified, parsed, run_id)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -510,8 +926,8 @@ class Store:
 
     def page_state(self, url: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
         """(etag, last_modified, parsed) of the last good fetch of ``url``."""
-        with self._lock:
-            row = self.con.execute("SELECT etag, last_modified, parsed FROM pages WHERE url = ?", [url]).fetchone()
+        with self._db() as con:
+            row = con.execute("SELECT etag, last_modified, parsed FROM pages WHERE url = ?", [url]).fetchone()
         if not row or row[2] is None:
             return None, None, None
         return row[0], row[1], json.loads(row[2])
@@ -519,27 +935,31 @@ class Store:
     # -- reading -----------------------------------------------------------------
 
     def _existing_image_ids(self, ids: Sequence[str]) -> set[str]:
-        with self._lock:
-            rows = self.con.execute("SELECT id FROM images WHERE id IN (SELECT unnest(?))", [list(ids)]).fetchall()
+        with self._db() as con:
+            rows = con.execute("SELECT id FROM images WHERE id IN (SELECT unnest(?))", [list(ids)]).fetchall()
         return {r[0] for r in rows}
 
     def image_ids(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self.con.execute("SELECT id FROM images").fetchall()}
+        with self._db() as con:
+            return {r[0] for r in con.execute("SELECT id FROM images").fetchall()}
+
+    def image_sizes(self) -> dict[str, int]:
+        """Image id -> its size in bytes, for every stored image."""
+        return {r[0]: int(r[1]) for r in self.query("SELECT id, bytes FROM images")}
 
     def known_urls(self) -> dict[str, str]:
         """URL -> image id for every URL source, so re-runs skip known downloads."""
-        with self._lock:
-            rows = self.con.execute(
+        with self._db() as con:
+            rows = con.execute(
                 "SELECT source, arg_max(image_id, fetched_at) FROM sources WHERE kind = 'url' GROUP BY source"
             ).fetchall()
         return dict(rows)
 
     def known_files(self) -> dict[str, tuple[str, int, float]]:
         """Path -> (image id, size, mtime), so re-runs skip unchanged files unread."""
-        with self._lock:
+        with self._db() as con:
             # A path whose content changed has a row per version: the latest one counts.
-            rows = self.con.execute(
+            rows = con.execute(
                 "SELECT source, arg_max(image_id, fetched_at), arg_max(file_size, fetched_at), "
                 "arg_max(file_mtime, fetched_at) FROM sources WHERE kind = 'file' GROUP BY source"
             ).fetchall()
@@ -589,15 +1009,23 @@ class Store:
         return int(row[0][0]) if row and row[0][0] is not None else None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self.con.execute(sql, list(params)).fetchall()
+        with self._db() as con:
+            return con.execute(sql, list(params)).fetchall()
 
     def info(self) -> dict[str, Any]:
         """What the store holds, as plain JSON-able values."""
         one = lambda sql: self.query(sql)[0][0]  # noqa: E731
         models = []
         for key, name, dim in self.query("SELECT key, name, dim FROM models ORDER BY added_at"):
-            models.append({"key": key, "name": name, "dim": dim, "vectors": len(self.vector_ids(key))})
+            model: dict[str, Any] = {"key": key, "name": name, "dim": dim}
+            try:
+                model["vectors"] = len(self.vector_ids(key))
+            except StoreError as exc:  # info still tells what it can, and what is wrong
+                model["vectors"] = None
+                model["problem"] = str(exc)
+            models.append(model)
+        with self._db() as con:
+            applied = schema.applied(con)
         return {
             "store": str(self.path),
             "images": int(one("SELECT count(*) FROM images")),
@@ -612,7 +1040,7 @@ class Store:
             "pages": int(one("SELECT count(*) FROM pages")),
             "runs": int(one("SELECT count(*) FROM runs")),
             "failures": int(one("SELECT count(*) FROM failures")),
-            "schema": schema.applied(self.con),
+            "schema": applied,
             "models": models,
             "image_bytes": int(one("SELECT coalesce(sum(bytes), 0) FROM images")),
             "disk_bytes": _du(self.path),
@@ -635,21 +1063,6 @@ _SOURCE_COLUMNS = [
     "fetched_at",
     "run_id",
 ]
-
-
-def _connect_duckdb(path: Path, *, read_only: bool) -> Any:
-    import duckdb
-
-    # Readers run users' SQL (`imgdb sql`, --where): no files or network beyond the store.
-    config: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False} if read_only else {}
-    try:
-        return duckdb.connect(str(path), read_only=read_only, config=config)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise StoreBusy(f"store {path.parent} is busy: another imgdb process is writing to it") from None
-        raise StoreError(f"cannot open {path}: {exc}") from None
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from None
 
 
 def _list_tables(db: Any) -> list[str]:
