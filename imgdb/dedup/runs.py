@@ -417,10 +417,9 @@ class _Judge:
     _containers: dict[str, set[str]] | None = None  # image -> the images that contain it
 
     def compatible(self, i: int, j: int) -> bool:
-        """Whether i and j may share a group: a kept pair; or two crops of one image that
-        contains both (they show parts of one photograph even where they do not overlap);
-        or, failing both, a pair verified now. Never a rejected pair, nor a pair whose
-        verification saw different content where the two overlap."""
+        """Whether i and j may share a group: a kept pair; or two renditions of one image
+        that contains both (parts of one photograph, even where they do not overlap or one
+        carries a badge); or a pair verified now. Never a rejected pair."""
         lo, hi = min(i, j), max(i, j)
         if (lo, hi) in self.rejected:
             return False
@@ -428,11 +427,13 @@ class _Judge:
         kept = self.kept.get((a, b))
         if kept is not None:
             return kept.kind in self.allowed
+        # Two renditions of one image that contains both are one photograph even where they
+        # disagree directly (a badge covers more of a small crop than of the photograph).
+        if self._common_container(a, b):
+            return True
         known = self.verifier.known(a, b)
         if isinstance(known, Evidence) and known.overlap >= MIN_OVERLAP:
             return False  # lined up and compared: different content
-        if self._common_container(a, b):
-            return True
         pair = self.pair(i, j)
         return pair is not None and pair.kind in self.allowed
 

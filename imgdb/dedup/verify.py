@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 #: Names how pairs are verified; a change makes ``find`` run again on an unchanged store.
-VERIFIER = "orb-blocks-v7"
+VERIFIER = "orb-blocks-v9"
 # MAX_CHANGED, RECOLOUR_SHARE and RECOLOUR_MAX_CHANGED were fitted by scripts/fit_dupes.py
 # on the fit half of the labelled bench (docs/evaluation.md, "Near-duplicates").
 
@@ -330,7 +330,10 @@ def _recoloured(lab_a: np.ndarray, lab_b: np.ndarray, valid: np.ndarray) -> floa
     if (_one_hue(h2) and not _one_hue(h1)) or (_one_hue(h1) and not _one_hue(h2)):
         return 0.0  # a colourful image against a monochrome one: a duotone tint
     turn = np.degrees(np.abs(np.angle(np.exp(1j * (h2 - h1)))))
-    return float((turn > RECOLOUR_HUE).sum() / valid.sum())
+    turned = turn > RECOLOUR_HUE
+    if neutral.mean() <= 0.05 and turned.mean() > 0.7:
+        return 0.0  # every colour turned and nothing neutral shows otherwise: a colour grade
+    return float(turned.sum() / valid.sum())
 
 
 def _one_hue(hues: np.ndarray) -> bool:
