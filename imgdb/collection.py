@@ -161,6 +161,11 @@ class Collection:
             return
         if Path(query).is_dir():
             raise UsageError(f"{query} is a folder: --add stores one image; use `imgdb ingest` for folders")
+        from imgdb.imaging.decode import sniff_markup
+
+        if urlsplit(query).scheme in ("http", "https") and sniff_markup(read_query(query)) == "html":
+            # Refused before any crawling: ingest would follow the page's pagination.
+            raise UsageError(f"{query} is a web page, not an image: --add stores one image; use `imgdb ingest`")
         self.ingest([query])
 
     # -- duplicates ---------------------------------------------------------------

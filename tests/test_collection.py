@@ -72,3 +72,16 @@ def test_the_model_is_loaded_once_and_the_default_path_comes_from_the_environmen
         imgdb.open(store_path, "x")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="no imgdb store"):
         imgdb.open(store_path.parent / "missing")
+
+
+def test_add_refuses_a_folder_or_a_page_before_any_work(store_path: Path, http_server):
+    page = "<html><body><img src='/a.jpg'><a href='/list?page=2'>Next</a></body></html>"
+    http_server.route("/list", page, content_type="text/html")
+    with imgdb.open(store_path, "w") as col:
+        before = col.info()["images"]
+        with pytest.raises(UsageError, match="folder"):
+            col.add_query(str(store_path.parent / "pics"))
+        with pytest.raises(UsageError, match="web page"):
+            col.add_query(http_server.url("/list"))
+        assert col.info()["images"] == before
+    assert http_server.count("/list") == 1 and http_server.count("/a.jpg") == 0  # no crawl
