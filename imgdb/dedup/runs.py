@@ -425,12 +425,15 @@ class _Judge:
             return False
         a, b = self.run.ids[lo], self.run.ids[hi]
         kept = self.kept.get((a, b))
-        if kept is not None:
-            return kept.kind in self.allowed
+        if kept is not None and kept.kind in self.allowed:
+            return True
         # Two renditions of one image that contains both are one photograph even where they
-        # disagree directly (a badge covers more of a small crop than of the photograph).
+        # disagree directly (a badge covers more of a small crop than of the photograph; a
+        # tiny thumbnail's colours against a tinted copy's).
         if self._common_container(a, b):
             return True
+        if kept is not None:
+            return False
         known = self.verifier.known(a, b)
         if isinstance(known, Evidence) and known.overlap >= MIN_OVERLAP:
             return False  # lined up and compared: different content

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 #: Names how pairs are verified; a change makes ``find`` run again on an unchanged store.
-VERIFIER = "orb-blocks-v9"
+VERIFIER = "orb-blocks-v10"
 # MAX_CHANGED, RECOLOUR_SHARE and RECOLOUR_MAX_CHANGED were fitted by scripts/fit_dupes.py
 # on the fit half of the labelled bench (docs/evaluation.md, "Near-duplicates").
 
@@ -247,8 +247,9 @@ def _compare(a: Prepared, b: Prepared, transform: np.ndarray) -> Evidence:
     reshaped, _ = _changed_blocks((lab_w[..., 0], soft_w.max(axis=2)), (lab_d[..., 0], soft_d.max(axis=2)), valid)
     # Hue is compared on a softer copy: at edges, a pixel of misalignment or JPEG's halved
     # colour resolution turns hues that no recolour turned.
+    soften = max(0.5, min(3.0, min(h, w) / 100))  # ~3 px, less on a thumbnail
     recoloured = _recoloured(
-        _lab(cv2.GaussianBlur(warped, (0, 0), 3.0)), _lab(cv2.GaussianBlur(target, (0, 0), 3.0)), valid
+        _lab(cv2.GaussianBlur(warped, (0, 0), soften)), _lab(cv2.GaussianBlur(target, (0, 0), soften)), valid
     )
     return Evidence(
         None,
