@@ -196,6 +196,7 @@ class Collection:
         Each group shows its kept member first, each other member's evidence, and the
         ``imgdb dupes reject`` line that overrules the pair.
         """
+        from imgdb.dedup.results import evidence_line
         from imgdb.export import GalleryGroup, export_groups
 
         evidence = {(p.a, p.b): p for p in result.pairs}
@@ -204,7 +205,7 @@ class Collection:
             captions = {g.keep_id: "kept"}
             for m in g.members[1:]:
                 pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
-                captions[m.image_id] = describe_pair(pair, m.kind or "duplicate") + (
+                captions[m.image_id] = evidence_line(pair, m.kind or "duplicate") + (
                     f" | imgdb dupes reject {g.keep_id[:12]} {m.image_id[:12]}"
                 )
             groups.append(
@@ -223,7 +224,7 @@ class Collection:
                         f"recolour {n}",
                         [p.a, p.b],
                         note="the same photograph with the product's colour changed: not grouped",
-                        captions={p.b: describe_pair(p, "recolour")},
+                        captions={p.b: evidence_line(p, "recolour")},
                     )
                 )
         return export_groups(self.store, groups, to, title=f"imgdb duplicate groups, run {result.run_id}")
@@ -271,24 +272,6 @@ class Collection:
         run_id = clustering.resolve_run(self.store, run)
         top_sites = {c.cluster: c.top_sites for c in clustering.show(self.store, run_id)}
         return export_clusters(self.store, run_id, to, mode, top_sites=top_sites)
-
-
-def describe_pair(pair: Any, kind: str) -> str:
-    """A pair's evidence in one line, for tables and galleries."""
-    if pair is None:
-        return kind
-    parts = [kind, "+".join(pair.stages) or pair.stage]
-    if pair.phash_distance is not None:
-        parts.append(f"pHash {pair.phash_distance}")
-    if pair.square_distance is not None:
-        parts.append(f"square {pair.square_distance}")
-    if pair.cosine is not None:
-        parts.append(f"cos {pair.cosine:.3f}")
-    if pair.inliers:
-        parts.append(f"{pair.inliers} inliers over {pair.matched_area:.0%}")
-    if pair.changed is not None and pair.verified:
-        parts.append(f"{pair.changed:.0%} changed")
-    return ", ".join(parts)
 
 
 def read_query(query: str) -> bytes:

@@ -220,7 +220,7 @@ def similar_table(matches: list[Any], title: str) -> None:
 
 def dupe_groups(result: Any) -> None:
     """One row per group (kept member first, each other with its evidence), then the recolours."""
-    from imgdb.collection import describe_pair
+    from imgdb.dedup.results import evidence_line
 
     evidence = {(p.a, p.b): p for p in result.pairs}
     table = Table(title=f"{len(result.groups)} duplicate groups (run {result.run_id})")
@@ -237,7 +237,7 @@ def dupe_groups(result: Any) -> None:
             )
             if m.image_id != g.keep_id:
                 pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
-                lines.append(f"       {visible(describe_pair(pair, m.kind or 'duplicate'))}")
+                lines.append(f"       {visible(evidence_line(pair, m.kind or 'duplicate'))}")
         table.add_row(str(g.group_id), str(g.size), Text("\n".join(lines)))
     if result.groups:
         console.print(table)
@@ -247,7 +247,7 @@ def dupe_groups(result: Any) -> None:
     if recolours and not result.params.get("recolours"):
         console.print(f"{len(recolours)} recolours (one photo, the product's colour changed; --recolours groups them):")
         for p in recolours:
-            console.print(f"  {p.a[:12]} ~ {p.b[:12]}: {describe_pair(p, 'recolour')}", highlight=False, markup=False)
+            console.print(f"  {p.a[:12]} ~ {p.b[:12]}: {evidence_line(p, 'recolour')}", highlight=False, markup=False)
 
 
 def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -104,3 +104,21 @@ class DupeResult:
     @property
     def recolours(self) -> list[Pair]:
         return [p for p in self.pairs if p.kind == "recolour"]
+
+
+def evidence_line(pair: Pair | None, kind: str) -> str:
+    """A pair's evidence in one line, for tables and galleries."""
+    if pair is None:
+        return kind
+    parts = [kind, "+".join(pair.stages) or pair.stage]
+    if pair.phash_distance is not None:
+        parts.append(f"pHash {pair.phash_distance}")
+    if pair.square_distance is not None:
+        parts.append(f"square {pair.square_distance}")
+    if pair.cosine is not None:
+        parts.append(f"cos {pair.cosine:.3f}")
+    if pair.inliers:
+        parts.append(f"{pair.inliers} inliers over {pair.matched_area:.0%}")
+    if pair.changed is not None and pair.verified:
+        parts.append(f"{pair.changed:.0%} changed")
+    return ", ".join(parts)

@@ -125,7 +125,8 @@ def find(
         "hasher": HASHER,
         "verifier": VERIFIER,
     }
-    params["fingerprint"] = _fingerprint(store, run.ids, params)
+    rejects = rejected_pairs(store)
+    params["fingerprint"] = _fingerprint(run.ids, rejects, params)
     if not again:
         previous = _unchanged_run(store, params["fingerprint"])
         if previous is not None:
@@ -140,7 +141,7 @@ def find(
         with run.timed("embedding"):
             vectors, found["embedding"] = _embedding_stage(store, run, params["model_key"], cosine_min)
     with run.timed("candidates"):
-        candidates, rejected = _combine(store, run, found)
+        candidates, rejected = _combine(run, found, rejects)
     verifier = Verifier(_loader(store))
     with run.timed("verify"):
         pairs = _decide(run, candidates, verifier, hashes, vectors)
@@ -212,12 +213,12 @@ def _check_options(
     return methods
 
 
-def _fingerprint(store: Store, ids: list[str], params: dict[str, Any]) -> str:
+def _fingerprint(ids: list[str], rejects: set[tuple[str, str]], params: dict[str, Any]) -> str:
     """What a run depends on: the images, the rejected pairs and the options."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     for image_id in ids:
         digest.update(image_id.encode())
-    for a, b in sorted(rejected_pairs(store)):
+    for a, b in sorted(rejects):
         digest.update(f"{a}{b}".encode())
     return digest.hexdigest()
 
@@ -283,14 +284,12 @@ def load_vectors(store: Store, model_key: str, index: dict[str, int]) -> tuple[n
     return np.asarray([index[vid[row]] for row in keep], dtype=np.int64), X[keep]
 
 
-def _combine(store: Store, run: _Run, found: dict[str, Candidates]) -> tuple[Candidates, set[tuple[int, int]]]:
+def _combine(
+    run: _Run, found: dict[str, Candidates], rejects: set[tuple[str, str]]
+) -> tuple[Candidates, set[tuple[int, int]]]:
     """Every stage's pairs without the rejected ones, strongest first; and the rejected index pairs."""
     n, index = len(run.ids), run.index
-    rejected = {
-        (min(index[a], index[b]), max(index[a], index[b]))
-        for a, b in rejected_pairs(store)
-        if a in index and b in index
-    }
+    rejected = {(min(index[a], index[b]), max(index[a], index[b])) for a, b in rejects if a in index and b in index}
     keys = np.asarray([i * n + j for i, j in rejected], dtype=np.int64)
     run.stats["pairs"] = {}
     run.stats["rejected_dropped"] = 0
@@ -331,7 +330,8 @@ def _decide(
     ):
         by_pair.setdefault((a, b), []).append((STAGES[r], s, d if d >= 0 else None))
     certain = [k for k, found in by_pair.items() if any(stage in CERTAIN for stage, _s, _d in found)]
-    unsure = [k for k in by_pair if k not in set(certain)]
+    certain_set = set(certain)
+    unsure = [k for k in by_pair if k not in certain_set]
     run.stats["candidate_pairs"] = len(by_pair)
     run.stats["to_verify"] = len(unsure)
     evidence = verifier.check_many([(run.ids[a], run.ids[b]) for a, b in unsure])
@@ -415,6 +415,7 @@ class _Judge:
     kept: dict[tuple[str, str], Pair]
     extra: list[Pair] = field(default_factory=list)
     _containers: dict[str, set[str]] | None = None  # image -> the images that contain it
+    _ancestors: dict[str, set[str]] = field(default_factory=dict)  # _above's answers, per image
 
     def compatible(self, i: int, j: int) -> bool:
         """Whether i and j may share a group: a kept pair; or two renditions of one image
@@ -453,8 +454,11 @@ class _Judge:
         return bool(above_a & above_b) or a in above_b or b in above_a
 
     def _above(self, image_id: str) -> set[str]:
-        """Every image that contains ``image_id``, directly or through others."""
+        """Every image that contains ``image_id``, directly or through others (remembered:
+        grouping asks about every cross pair of two groups)."""
         assert self._containers is not None
+        if image_id in self._ancestors:
+            return self._ancestors[image_id]
         seen: set[str] = set()
         todo = list(self._containers.get(image_id, ()))
         while todo:
@@ -462,6 +466,7 @@ class _Judge:
             if x not in seen and x != image_id:
                 seen.add(x)
                 todo.extend(self._containers.get(x, ()))
+        self._ancestors[image_id] = seen
         return seen
 
     def pair(self, i: int, j: int) -> Pair | None:
@@ -482,6 +487,7 @@ class _Judge:
         self.kept[(a, b)] = pair
         self.extra.append(pair)
         self._containers = None
+        self._ancestors.clear()
         return pair
 
 
