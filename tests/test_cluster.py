@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,26 @@ def test_errors_are_usage_errors(family_db, tmp_path):
             clustering.show(empty)
         with pytest.raises(UsageError, match="no images"):
             clustering.fit(empty)
+
+
+def test_thread_cap_holds_for_pools_loaded_by_the_clustering_imports():
+    """A fresh process (as the CLI is): scikit-learn's OpenMP and SciPy's OpenBLAS load on
+    first import, after the cap was set; every pool must still run one thread."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from imgdb.clustering.engine import limit_threads\n"
+        "with limit_threads(None):\n"
+        "    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads\n"
+        "    pools = [(p['user_api'], p['num_threads']) for p in threadpool_info()]\n"
+        "    print(json.dumps({'pools': pools, 'sklearn': _openmp_effective_n_threads()}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("IMGDB_CLUSTER_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    got = json.loads(out.stdout)
+    apis = {api for api, _ in got["pools"]}
+    assert {"openmp", "blas"} <= apis, got
+    assert all(n == 1 for _, n in got["pools"]) and got["sklearn"] == 1, got

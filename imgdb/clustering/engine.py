@@ -23,6 +23,9 @@ DEFAULT_SAMPLE = 20_000  # rows for the PCA fit and the k sweep
 DEFAULT_SILHOUETTE_SAMPLE = 3_000  # rows of each silhouette
 AGGLOMERATIVE_MAX = 10_000  # rows agglomerative is fitted on (ward's distance matrix holds N^2/2 doubles)
 MAP_POINTS = 5_000  # points drawn on the 2-D map
+_BLOCK = 65_536  # rows projected at a time
+# What the clustering maths imports, and with it scikit-learn's OpenMP and SciPy's OpenBLAS.
+_POOLED_MODULES = ("scipy.cluster.hierarchy", "scipy.linalg", "scipy.sparse", "sklearn.cluster", "sklearn.decomposition", "sklearn.metrics")  # fmt: skip
 
 
 def check_method(method: str) -> None:
@@ -30,16 +33,30 @@ def check_method(method: str) -> None:
         raise UsageError(f"unknown clustering method {method!r} (use one of: {', '.join(METHODS)})")
 
 
+def load_thread_pools() -> None:
+    """Import what loads the thread pools the clustering maths runs on.
+
+    threadpoolctl only caps libraries already loaded: scikit-learn's OpenMP runtime and
+    SciPy's own OpenBLAS (numpy has another) load with their modules, so a cap set before
+    these imports left KMeans, PCA and the silhouette on every core.
+    """
+    import importlib
+
+    for module in _POOLED_MODULES:
+        importlib.import_module(module)
+
+
 @contextmanager
 def limit_threads(threads: int | None) -> Iterator[None]:
-    """Cap BLAS/OpenMP threads for the clustering maths.
+    """Cap every BLAS and OpenMP pool for the clustering maths.
 
     ``threads``, else ``imgdb.config.cluster_threads()`` (``$IMGDB_CLUSTER_THREADS``, default
-    1): the matrices are small, and spinning OpenMP/OpenBLAS threads slow down badly when
-    another process holds a core.
+    1): the matrices are small, and OpenMP threads that spin-wait for each other slow down
+    badly when another process holds a core (docs/evaluation.md, "Clusters: speed").
     """
     from threadpoolctl import threadpool_limits
 
+    load_thread_pools()
     n = threads or cluster_threads()
     with threadpool_limits(limits=max(1, n)):
         yield
@@ -96,7 +113,11 @@ def prepare(
     n_comp = min(pca, dim, len(fit_rows) - 1)
     if pca > 0 and n_comp < dim:
         model = PCA(n_components=n_comp, random_state=seed).fit(vectors[fit_rows])
-        z = model.transform(vectors).astype(np.float32)
+        z = np.empty((n, n_comp), dtype=np.float32)
+        # In blocks: transform() centres a copy of its input, which for every row at once
+        # is another N x D array (5 GB at a million 1280-d vectors).
+        for start in range(0, n, _BLOCK):
+            z[start : start + _BLOCK] = model.transform(vectors[start : start + _BLOCK])
         used, explained = n_comp, float(model.explained_variance_ratio_.sum())
     return Space(
         ids,
