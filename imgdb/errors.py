@@ -1,11 +1,13 @@
 """Every error imgdb raises on purpose.
 
-The CLI turns any ``ImgdbError`` into one line on stderr and a non-zero exit; anything
-else is a bug. Per-image problems during an ingest are *recorded* as failures with the
+The CLI turns any ``ImgdbError`` into one line on stderr and a non-zero exit (followed
+by the error's ``hints``, when a library gave some: DuckDB's "Candidate bindings" lines, a
+caret under the bad token); anything else is a bug. Per-image problems during an ingest are *recorded* as failures with the
 error's ``reason`` (a short, stable, SQL-friendly word) and never stop the run.
 
     ImgdbError
     ├── UsageError            bad argument: unknown id, bad URL, missing file
+    │   └── NoStore               no store where --db / $IMGDB_DB points
     ├── FetchError            one URL could not be fetched (reason: see subclasses)
     │   ├── RobotsDisallowed      robots.txt forbids it            reason "robots"
     │   ├── NoAIRefused           X-Robots-Tag noai/noimageai/...  reason "x-robots-tag"
@@ -29,10 +31,19 @@ class ImgdbError(Exception):
     """Base class: a problem we can explain to the user in one line."""
 
     reason = "error"
+    hints: tuple[str, ...] = ()  # lines shown after the message, as they are
+
+    def with_hints(self, lines: list[str]) -> ImgdbError:
+        self.hints = tuple(lines)
+        return self
 
 
 class UsageError(ImgdbError):
     reason = "usage"
+
+
+class NoStore(UsageError):
+    pass
 
 
 class FetchError(ImgdbError):

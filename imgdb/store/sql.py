@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from imgdb.errors import UsageError
+from imgdb.errors import ImgdbError, UsageError
 
 if TYPE_CHECKING:
     from imgdb.store.store import Store
@@ -22,7 +22,7 @@ def check_single_statement(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+        raise _sql_error(exc) from None
     if len(statements) != 1:
         raise UsageError(f"give exactly one SQL statement, not {len(statements)}")
 
@@ -40,5 +40,12 @@ def run_sql(store: Store, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         except (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException, duckdb.FatalException):
             raise
         except duckdb.Error as exc:
-            raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from None
+            raise _sql_error(exc) from None
     return columns, rows
+
+
+def _sql_error(exc: Exception) -> ImgdbError:
+    """DuckDB's message as the error, its hint lines ("Did you mean", candidate bindings, the
+    caret under the bad token) kept as hints."""
+    first, *rest = str(exc).splitlines() or [type(exc).__name__]
+    return UsageError(f"SQL error: {first}").with_hints([line for line in rest if line.strip()])
