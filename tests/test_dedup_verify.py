@@ -176,3 +176,42 @@ def test_the_gallery_marks_the_kept_member_and_gives_the_reject_line(shop, tmp_p
     assert out.exit_code == 0, out.output
     page = (Path(tmp_path / "gallery") / "index.html").read_text()
     assert "kept" in page and "imgdb dupes reject " in page and "inliers" in page
+
+
+def _dull_or_one_hue(
+    seed: int, *, saturation: int | None = None, hue: int | None = None
+) -> tuple[Image.Image, Image.Image]:
+    """A product on white whose colour is dull (low saturation) or of one hue (a fruit)."""
+    shot, mask = product_on_white(seed)
+    hsv = np.asarray(shot.convert("HSV")).copy()
+    inside = np.asarray(mask) > 0
+    if saturation is not None:
+        hsv[..., 1] = np.where(inside, np.minimum(hsv[..., 1], saturation), hsv[..., 1])
+    if hue is not None:
+        hsv[..., 0] = np.where(inside, hue + hsv[..., 0] % 12, hsv[..., 0])
+    return Image.fromarray(hsv, "HSV").convert("RGB"), mask
+
+
+@pytest.mark.parametrize(
+    ("look", "turn"),
+    [({"saturation": 30}, 0.25), ({"saturation": 45}, 0.35), ({"hue": 20}, 0.5)],
+    ids=["dull-turned-a-little", "dull-turned-more", "orange-turned-blue"],
+)
+def test_a_dull_or_single_hue_product_recoloured_is_a_recolour(look, turn):
+    from imgdb.dedup.verify import prepare, verify
+    from imgdb.imaging.decode import decode
+
+    shot, mask = _dull_or_one_hue(11, **look)
+    a, b = (decode(jpeg(img)) for img in (shot, turn_hue(shot, mask, turn)))
+    evidence = verify(prepare(a.image), prepare(b.image))
+    assert evidence.kind == "recolour", evidence
+
+
+def test_a_whole_image_tint_is_not_a_recolour():
+    from imgdb.dedup.verify import prepare, verify
+    from imgdb.imaging.decode import decode
+
+    shot, _ = _dull_or_one_hue(11, hue=20)
+    tinted = Image.blend(shot, Image.new("RGB", shot.size, (40, 90, 220)), 0.3)
+    a, b = (decode(jpeg(img)) for img in (shot, tinted))
+    assert verify(prepare(a.image), prepare(b.image)).kind != "recolour"

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 #: Names how pairs are verified; a change makes ``find`` run again on an unchanged store.
-VERIFIER = "orb-blocks-v10"
+VERIFIER = "orb-blocks-v11"
 # MAX_CHANGED, RECOLOUR_SHARE and RECOLOUR_MAX_CHANGED were fitted by scripts/fit_dupes.py
 # on the fit half of the labelled bench (docs/evaluation.md, "Near-duplicates").
 
@@ -50,6 +50,8 @@ MIN_OVERLAP = 0.4
 RECOLOUR_HUE = 30.0
 #: Share of the overlap whose hue turned for a recolour (the product is a real part of it).
 RECOLOUR_SHARE = 0.04
+#: Lab chroma above which a pixel's hue counts (in both images): dull greens and browns too.
+RECOLOUR_CHROMA = 12.0
 GRID = 12
 #: A block is textured above this lightness deviation; textured blocks must correlate this much.
 TEXTURED = 8.0
@@ -324,12 +326,14 @@ def _recoloured(lab_a: np.ndarray, lab_b: np.ndarray, valid: np.ndarray) -> floa
     neutral = valid & (c1 < 6)
     if neutral.mean() > 0.05 and float(np.median(c2[neutral])) > 6:
         return 0.0  # neutrals gained colour: a whole-image tint
-    saturated = valid & (c1 > 25) & (c2 > 25)
+    saturated = valid & (c1 > RECOLOUR_CHROMA) & (c2 > RECOLOUR_CHROMA)
     if saturated.sum() < 0.01 * valid.sum():
         return 0.0
     h1, h2 = np.arctan2(b1, a1)[saturated], np.arctan2(b2, a2)[saturated]
-    if (_one_hue(h2) and not _one_hue(h1)) or (_one_hue(h1) and not _one_hue(h2)):
-        return 0.0  # a colourful image against a monochrome one: a duotone tint
+    # A colourful image against a monochrome one is a duotone tint, when no neutral pixels
+    # show otherwise (neutrals that stayed neutral mean only the product changed).
+    if neutral.mean() <= 0.05 and _one_hue(h1) != _one_hue(h2):
+        return 0.0
     turn = np.degrees(np.abs(np.angle(np.exp(1j * (h2 - h1)))))
     turned = turn > RECOLOUR_HUE
     if neutral.mean() <= 0.05 and turned.mean() > 0.7:
