@@ -109,6 +109,13 @@ def m003_dupes_evidence(con: Any) -> None:
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {VIEWS[name]}")
 
 
+@migration
+def m004_sources_by_image(con: Any) -> None:
+    """An index on sources(image_id): an image's sources are read on every image page and
+    every search result, and DuckDB's composite primary key does not serve a prefix lookup."""
+    con.execute("CREATE INDEX IF NOT EXISTS sources_image_id ON sources (image_id)")
+
+
 #: What ``imgdb sql`` documents beside the tables. ``image_sources``: an image with each
 #: place it was found; ``clusters`` / ``dupes``: the latest run; ``*_all``: every run.
 VIEWS = {
