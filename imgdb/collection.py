@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from imgdb.config import default_store_path
@@ -37,9 +37,11 @@ if TYPE_CHECKING:
     from imgdb.acquire.ingest import IngestOptions, IngestSummary
     from imgdb.clustering import ClusterRun, ClusterSummary, CompareResult
     from imgdb.dedup import DupeResult
+    from imgdb.export.dataset import DatasetExport
     from imgdb.imaging.model import Model, ModelSpec
     from imgdb.progress import Progress
     from imgdb.search import Match, Query
+    from imgdb.store import ImageInfo
     from imgdb.store.verify import VerifyReport
 
 Mode = Literal["r", "w"]
@@ -104,8 +106,9 @@ class Collection:
             raise UsageError("sql needs the collection opened read-only (mode='r')")
         return run_sql(self.store, query)
 
-    def similar(self, query: str, *, k: int = 10, where: str | None = None) -> tuple[Query, list[Match]]:
-        """The ``k`` stored images nearest to a file, an image URL or a stored id (prefix).
+    def similar(self, query: str | bytes, *, k: int = 10, where: str | None = None) -> tuple[Query, list[Match]]:
+        """The ``k`` stored images nearest to a file, an image URL, a stored id (prefix) or
+        an image's bytes (say, an upload).
 
         ``where`` filters by a SQL predicate over the ``image_sources`` view; like ``sql``,
         it needs a read-only collection. A query that is not stored is embedded, not stored.
@@ -114,7 +117,84 @@ class Collection:
 
         if where is not None and self.store.write:
             raise UsageError("a --where filter needs the collection opened read-only (mode='r')")
+        if isinstance(query, bytes):
+            data = query
+            return search.similar(self.store, "upload", self.spec, lambda: self.model, lambda _: data, k=k, where=where)
         return search.similar(self.store, query, self.spec, lambda: self.model, read_query, k=k, where=where)
+
+    def images(self, *, where: str | None = None, limit: int = 60, offset: int = 0) -> tuple[int, list[ImageInfo]]:
+        """A page of stored images, newest first, and how many match ``where`` (a predicate
+        over the ``image_sources`` view, as ``similar`` takes); read-only, like ``sql``."""
+        from imgdb.store.sql import check_single_statement
+
+        if where is not None and self.store.write:
+            raise UsageError("a --where filter needs the collection opened read-only (mode='r')")
+        match = ""
+        if where:
+            check_single_statement(f"SELECT 1 FROM image_sources WHERE ({where})")
+            match = f" WHERE id IN (SELECT id FROM image_sources WHERE ({where}))"
+        # Two statements: a window count over every row would defeat the top-N sort.
+        _, rows = self.sql(
+            f"SELECT id FROM images{match} ORDER BY added_at DESC, id LIMIT {int(limit)} OFFSET {int(offset)}"
+        )
+        total = (
+            len(rows) + int(offset)
+            if 0 < len(rows) < int(limit)
+            else int(self.sql(f"SELECT count(*) FROM images{match}")[1][0][0])
+        )
+        described = self.store.describe([r[0] for r in rows])
+        return total, [described[r[0]] for r in rows if r[0] in described]
+
+    def image(self, ref: str) -> tuple[ImageInfo, list[dict[str, Any]]]:
+        """One stored image (id, id prefix, path or URL) and every place it was found, with
+        the page, alt text, title and HTTP facts of each."""
+        info = self._described(ref)
+        image_id = info.id
+        keys = ["source", "kind", "page_url", "site", "alt", "title", "http_status", "content_type", "fetched_at"]
+        rows = self.store.query(
+            f"SELECT {', '.join(keys)} FROM sources WHERE image_id = ? ORDER BY fetched_at, source, page_url",
+            [image_id],
+        )
+        return info, [dict(zip(keys, r)) for r in rows]
+
+    def image_bytes(self, ref: str) -> tuple[ImageInfo, bytes]:
+        """A stored image (id, id prefix, path or URL) and its bytes, checked against its id."""
+        info = self._described(ref)
+        return info, self.store.read_blob(info.id, verify=True)
+
+    def _described(self, ref: str) -> ImageInfo:
+        from imgdb.dedup import resolve_image
+
+        full_id = len(ref) == 64 and all(c in "0123456789abcdef" for c in ref)
+        image_id = ref if full_id else resolve_image(self.store, ref)
+        info = self.store.describe([image_id]).get(image_id)
+        if info is None:
+            raise UsageError(f"no image {ref!r} in {self.path}")
+        return info
+
+    @overload
+    def thumbnail(self, image_id: str, size: int = ..., *, make: Literal[True] = ...) -> bytes: ...
+    @overload
+    def thumbnail(self, image_id: str, size: int = ..., *, make: bool) -> bytes | None: ...
+    def thumbnail(self, image_id: str, size: int = 256, *, make: bool = True) -> bytes | None:
+        """A WebP thumbnail (longest side ``size``) of a stored image: made once, then cached
+        in the store's ``thumbs/`` folder. ``make=False``: None unless it is cached."""
+        cached = self.store.read_thumbnail(image_id, size)
+        if cached is not None or not make:
+            return cached
+        import io
+
+        from PIL import Image
+
+        from imgdb.imaging.decode import decode
+
+        data = self.store.read_blob(image_id, verify=True)
+        image = decode(data, target=(size, size)).image
+        image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        out = io.BytesIO()
+        image.save(out, "WEBP", quality=80, method=4)
+        self.store.put_thumbnail(image_id, size, out.getvalue())
+        return out.getvalue()
 
     def verify(self, *, repair: bool = False) -> VerifyReport:
         """Check every blob's sha256 and that DuckDB and LanceDB agree (see ``store.verify``).
@@ -182,6 +262,12 @@ class Collection:
         from imgdb import dedup
 
         return dedup.load(self.store, run)
+
+    def rejects(self) -> set[tuple[str, str]]:
+        """Every pair ``reject`` recorded, as (smaller id, larger id)."""
+        from imgdb import dedup
+
+        return dedup.rejected_pairs(self.store)
 
     def reject(self, a: str, b: str) -> tuple[str, str]:
         """Remember that two images (ids, id prefixes, paths or URLs) are not duplicates."""
@@ -272,6 +358,42 @@ class Collection:
         run_id = clustering.resolve_run(self.store, run)
         top_sites = {c.cluster: c.top_sites for c in clustering.show(self.store, run_id)}
         return export_clusters(self.store, run_id, to, mode, top_sites=top_sites)
+
+    def export_dataset(
+        self,
+        to: str | Path,
+        *,
+        format: Literal["parquet", "webdataset"] = "parquet",  # noqa: A002 - as users type it (--format)
+        where: str | None = None,
+        images: Literal["bytes", "paths"] = "bytes",
+        shard_size: int = 10_000,
+        progress: Progress | None = None,
+    ) -> DatasetExport:
+        """The images (all, or those ``where`` selects, as in ``similar``) as a training dataset in ``to``.
+
+        Parquet shards, or WebDataset tar shards with a Parquet of metadata beside each:
+        the bytes (or, ``images="paths"``, blob paths; Parquet only), every metadata column,
+        the vectors of this collection's model (without an explicit ``model=``, of the model
+        most images were ingested with when the store has none for the bundled one), and
+        the latest clustering and dupes runs' labels. See ``imgdb.export.dataset``.
+        """
+        from imgdb.export.dataset import export_dataset
+
+        if where is not None and self.store.write:
+            raise UsageError("a --where filter needs the collection opened read-only (mode='r')")
+        model = self.spec.key
+        if self._model_ref is None and not self.store.query("SELECT 1 FROM models WHERE key = ?", [model]):
+            model = self.store.main_model() or model
+        return export_dataset(
+            self.store,
+            to,
+            format=format,
+            where=where,
+            images=images,
+            shard_size=shard_size,
+            model=model,
+            progress=progress,
+        )
 
 
 def read_query(query: str) -> bytes:

@@ -93,39 +93,28 @@ def search(
     where: str | None = None,
 ) -> list[tuple[str, float]]:
     """(id, cosine similarity) of the k nearest vectors, best first."""
-    table = store.vectors(model_key)
     allowed = _filter_ids(store, where) if where else None
     if allowed is not None and not allowed:
         return []
     want = k + (1 if exclude else 0)
     if allowed is not None:
         return _search_within(store, model_key, vector, allowed, k, exclude)
-    rows = _vector_query(table, vector, want).to_arrow()
-    hits = [(i, 1.0 - float(d)) for i, d in zip(rows.column("id").to_pylist(), rows.column("_distance").to_pylist())]
+    hits = [(i, 1.0 - d) for i, d in _nearest(store, model_key, vector, want)]
     return [h for h in hits if h[0] != exclude][:k]
 
 
-def _vector_query(table: Any, vector: np.ndarray, limit: int) -> Any:
-    query = table.search(vector.astype(np.float32)).distance_type("cosine").limit(limit).select(["id", "_distance"])
-    if _has_index(table):
-        query = query.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
-    return query
+def _nearest(store: Store, model_key: str, vector: np.ndarray, limit: int) -> list[tuple[str, float]]:
+    return store.nearest(model_key, vector, limit, nprobes=NPROBES, refine_factor=REFINE_FACTOR)
 
 
 def _search_within(
     store: Store, model_key: str, vector: np.ndarray, allowed: set[str], k: int, exclude: str | None
 ) -> list[tuple[str, float]]:
     """Filtered search: over-fetch from the index, else exact over the allowed ids."""
-    table = store.vectors(model_key)
-    total = table.count_rows()
+    total = store.count_vectors(model_key)
     limit = max(100, k * 20)
     while limit < total and len(allowed) > config.EXACT_MAX_ROWS:
-        rows = _vector_query(table, vector, limit).to_arrow()
-        hits = [
-            (i, 1.0 - float(d))
-            for i, d in zip(rows.column("id").to_pylist(), rows.column("_distance").to_pylist())
-            if i in allowed and i != exclude
-        ]
+        hits = [(i, 1.0 - d) for i, d in _nearest(store, model_key, vector, limit) if i in allowed and i != exclude]
         if len(hits) >= k:
             return hits[:k]
         limit *= 4
@@ -151,10 +140,6 @@ def _filter_ids(store: Store, where: str) -> set[str]:
     except duckdb.Error as exc:
         raise UsageError(f"bad --where: {str(exc).splitlines()[0]}") from None
     return {r[0] for r in rows}
-
-
-def _has_index(table: Any) -> bool:
-    return bool(table.list_indices())
 
 
 def similar(

@@ -64,7 +64,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from imgdb import config
-from imgdb.errors import ImgdbError, ReadOnlyStore, StoreBusy, StoreError, UsageError
+from imgdb.errors import ImgdbError, NoStore, ReadOnlyStore, StoreBusy, StoreError, UsageError
 from imgdb.store import schema
 
 DUCKDB_FILE = "imgdb.duckdb"
@@ -189,7 +189,7 @@ def _io_error(path: Path, exc: BaseException) -> StoreError:
         words in low for words in ("permission denied", "operation not permitted", "read-only file")
     ):
         return ReadOnlyStore(f"store {path} is read-only here: {text}")
-    if "lance error" in low:
+    if "lance error" in low or "lanceerror" in low or ".lance" in low:  # lancedb's words, or pylance's
         return StoreError(f"the vectors in store {path} are damaged ({text}); run `imgdb verify --repair`")
     if type(exc).__module__.startswith(("duckdb", "_duckdb")):
         return StoreError(
@@ -214,6 +214,12 @@ def _translated(path: Path) -> Iterator[None]:
         raise _io_error(path, exc) from None
     except duckdb.InvalidInputException as exc:
         if "invalidated" not in str(exc):
+            raise
+        raise _io_error(path, exc) from None
+    except ValueError as exc:
+        # pylance (a reader's searches) reports a missing or damaged file as pyarrow's ArrowInvalid.
+        trouble = any(word in str(exc).lower() for word in _LANCE_FILE_TROUBLE)
+        if not type(exc).__module__.startswith("pyarrow") or not trouble:
             raise
         raise _io_error(path, exc) from None
     except RuntimeError as exc:
@@ -306,6 +312,10 @@ class Store:
         self._stop = threading.Event()
         self._closer: threading.Thread | None = None
         self._tables: dict[str, Any] = {}
+        self._lance: Any = None
+        self._datasets: dict[str, Any] = {}  # a reader's pylance datasets (``_dataset``)
+        self._stale: set[str] = set()  # datasets to move to their latest version (after ``pause``)
+        self._paused = False  # a reader that let go of the file for a writer (``pause``)
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"{self.path} is a file, not an imgdb store (--db names the store's folder)")
         if write:
@@ -315,7 +325,7 @@ class Store:
                 raise _io_error(self.path, exc) from None
             self._take_write_lock()
         elif not (self.path / DUCKDB_FILE).exists():
-            raise UsageError(f"no imgdb store at {self.path} (run `imgdb ingest` first, or pass --db)")
+            raise NoStore(f"no imgdb store at {self.path} (run `imgdb ingest` first, or pass --db DIR or set IMGDB_DB)")
         try:
             if write:
                 self._readers = _open_lock_file(self.path / READ_LOCK)
@@ -327,9 +337,6 @@ class Store:
                     _flock_shared(self._readers)  # says "a reader is waiting" to the writer
                 self._upgrade_if_needed()
                 self._con = self._open_duckdb()
-            import lancedb
-
-            self.lance = lancedb.connect(str(self.path / "vectors"))
             if write:
                 self._repair()
                 self._interrupt_dead_runs()
@@ -415,8 +422,42 @@ class Store:
         if self._con is None:
             if self._closed:
                 raise StoreError(f"store {self.path} is closed")
+            if self._paused and self._readers is not None:
+                _flock_shared(self._readers)
             self._con = self._open_duckdb()
+            if self._paused:  # a writer may have committed meanwhile: reopen the vectors tables too
+                self._paused = False
+                self._tables.clear()
+                self._stale = set(self._datasets)
         return self._con
+
+    def interrupt(self) -> None:
+        """Stop the statement this store's connection is running (say, a user's SQL that runs
+        too long); it ends with DuckDB's InterruptException. Safe from any thread."""
+        con = self._con
+        if con is not None:
+            with suppress(Exception):
+                con.interrupt()
+
+    def writer_active(self) -> bool:
+        """True while an imgdb process holds ``write.lock`` (a cheap flock probe)."""
+        return _writer_pid(self.path) is not None
+
+    def pause(self) -> None:
+        """A long-lived reader (``imgdb serve``) lets go of the DuckDB file and ``read.lock``
+        between requests while a writer runs, so the writer is never held up; the next use
+        opens the file again (about 20 ms) and sees what the writer committed."""
+        if self.write:
+            return
+        import fcntl
+
+        with self._lock:
+            if self._depth or self._con is None:
+                return
+            self._release()
+            self._paused = True
+            if self._readers is not None:
+                fcntl.flock(self._readers, fcntl.LOCK_UN)
 
     def _open_duckdb(self) -> Any:
         """Open the DuckDB file, waiting for a writer to pause (a reader) or the readers to finish (a writer)."""
@@ -561,6 +602,69 @@ class Store:
 
     # -- models and vectors ------------------------------------------------------
 
+    @property
+    def lance(self) -> Any:
+        """The LanceDB connection, made on first use: ``import lancedb`` alone takes 1-2 s
+        (most of it its REST namespace client), which a reader searching through pylance
+        (``_dataset``) never pays."""
+        if self._lance is None:
+            import lancedb
+
+            self._lance = lancedb.connect(str(self.path / "vectors"))
+        return self._lance
+
+    def _dataset(self, model_key: str) -> Any | None:
+        """A reader's pylance dataset of one model's vectors (``import lance`` takes a third
+        of ``import lancedb``'s time); None for a writer or without pylance."""
+        if self.write:
+            return None
+        if model_key not in self._datasets:
+            try:
+                import lance
+            except ImportError:
+                return None
+            path = self.path / "vectors" / f"{self.table_name(model_key)}.lance"
+            if not path.is_dir():
+                raise UsageError(f"no vectors for model {model_key} in {self.path}")
+            self._datasets[model_key] = lance.dataset(str(path))
+        elif model_key in self._stale:  # a writer may have added vectors while we paused
+            dataset = self._datasets[model_key]
+            latest = dataset.latest_version
+            if latest != dataset.version:
+                self._datasets[model_key] = dataset.checkout_version(latest)  # keeps the loaded index
+        self._stale.discard(model_key)
+        return self._datasets[model_key]
+
+    @_io
+    def nearest(
+        self, model_key: str, vector: np.ndarray, limit: int, *, nprobes: int, refine_factor: int
+    ) -> list[tuple[str, float]]:
+        """(id, cosine distance) of the ``limit`` vectors nearest to ``vector``, nearest first.
+
+        A flat scan below the index; with the IVF index, ``nprobes`` partitions and
+        ``refine_factor`` x ``limit`` candidates re-ranked by exact distance. Rows added since
+        the index was last extended are scanned flat either way.
+        """
+        query = vector.astype(np.float32)
+        dataset = self._dataset(model_key)
+        if dataset is not None:
+            nearest: dict[str, Any] = {"column": "vector", "q": query, "k": limit, "metric": "cosine"}
+            if dataset.describe_indices():
+                nearest.update(nprobes=nprobes, refine_factor=refine_factor)
+            rows = dataset.to_table(columns=["id", "_distance"], nearest=nearest)
+        else:
+            table = self.vectors(model_key)
+            search = table.search(query).distance_type("cosine").limit(limit).select(["id", "_distance"])
+            if table.list_indices():
+                search = search.nprobes(nprobes).refine_factor(refine_factor)
+            rows = search.to_arrow()
+        return list(zip(rows.column("id").to_pylist(), (float(d) for d in rows.column("_distance").to_pylist())))
+
+    @_io
+    def count_vectors(self, model_key: str) -> int:
+        dataset = self._dataset(model_key)
+        return int(dataset.count_rows() if dataset is not None else self.vectors(model_key).count_rows())
+
     @staticmethod
     def table_name(model_key: str) -> str:
         return "vectors_" + "".join(c if c.isalnum() else "_" for c in model_key)
@@ -684,7 +788,10 @@ class Store:
         text = text.strip().lower()
         if not 6 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
             return None
-        rows = self.query("SELECT id FROM images WHERE starts_with(id, ?) LIMIT 2", [text])
+        if len(text) == 64:  # a whole id: the primary key's index, not a scan
+            rows = self.query("SELECT id FROM images WHERE id = ?", [text])
+        else:
+            rows = self.query("SELECT id FROM images WHERE starts_with(id, ?) LIMIT 2", [text])
         if len(rows) > 1:
             raise UsageError(f"image id prefix {text} is ambiguous; give more digits")
         return rows[0][0] if rows else None
@@ -693,7 +800,11 @@ class Store:
     def get_vectors(self, model_key: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:
             return {}
-        rows = self.vectors(model_key).search().where(_in_list("id", ids)).limit(len(ids)).to_arrow()
+        dataset = self._dataset(model_key)
+        if dataset is not None:
+            rows = dataset.to_table(columns=["id", "vector"], filter=_in_list("id", ids))
+        else:
+            rows = self.vectors(model_key).search().where(_in_list("id", ids)).limit(len(ids)).to_arrow()
         vecs = rows.column("vector").to_pylist()
         return {i: np.asarray(v, dtype=np.float32) for i, v in zip(rows.column("id").to_pylist(), vecs)}
 
@@ -720,6 +831,34 @@ class Store:
                 f"the bytes of image {image_id[:12]} in store {self.path} are damaged; run `imgdb verify --repair`"
             )
         return data
+
+    def thumbnail_path(self, image_id: str, size: int) -> Path:
+        """Where the WebP thumbnail of an image at ``size`` px is cached (``thumbs/<size>/ab/<id>.webp``)."""
+        if not _HEX_ID.fullmatch(image_id):
+            raise UsageError(f"not an image id: {image_id[:70]!r}")
+        return self.path / "thumbs" / str(int(size)) / image_id[:2] / f"{image_id}.webp"
+
+    def read_thumbnail(self, image_id: str, size: int) -> bytes | None:
+        """A cached thumbnail's bytes, None when it was not made yet."""
+        try:
+            return self.thumbnail_path(image_id, size).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _io_error(self.path, exc) from None
+
+    @_io
+    def put_thumbnail(self, image_id: str, size: int, data: bytes) -> None:
+        """Cache a thumbnail; any process may (readers too): written aside and renamed into place."""
+        final = self.thumbnail_path(image_id, size)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def blob_ok(self, image_id: str, size: int | None) -> bool:
         """Cheap check (one stat): the blob exists and has ``size`` bytes."""
@@ -1048,6 +1187,7 @@ class Store:
 
 
 _RUN_TABLES = {"ingest": "runs", "dupes": "dupe_runs", "clusters": "cluster_runs"}
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
 _SOURCE_COLUMNS = [
     "image_id",
     "source",
