@@ -120,7 +120,7 @@ def test_export_writes_one_folder_per_cluster_sheets_and_gallery(family_db, tmp_
     sheets = sorted((out / "sheets").iterdir())
     assert len(sheets) == 6
     with Image.open(sheets[0]) as im:
-        assert im.format == "PNG" and im.width > 300
+        assert im.format == "JPEG" and im.width > 300  # full colour: a palette PNG banded photos
     # The page: relative links only, every one to a file that exists; sizes and sources shown.
     links = local_links(index)
     assert links and all(p.exists() for p in links), [p for p in links if not p.exists()]
@@ -296,3 +296,14 @@ def test_reexport_still_replaces_what_the_export_wrote_in_every_mode(family_db, 
         assert sorted(p.name for p in out.glob("cluster-*")) == ["cluster-000", "cluster-001", "cluster-002"]
         assert (out / "README.txt").read_text() == "the user's note beside the export"
         assert all(p.exists() for p in local_links(out / "index.html"))
+
+
+def test_a_contact_sheet_is_as_wide_as_its_title(tmp_path):
+    from PIL import Image
+
+    from imgdb.export import _contact_sheet
+
+    title = "cluster 7 · shop.example (12), another-shop.example (3)"
+    _contact_sheet(title, [images.photo(5, (96, 72))], tmp_path / "sheet.jpg", 1)
+    with Image.open(tmp_path / "sheet.jpg") as im:
+        assert im.format == "JPEG" and im.width > 400  # one cell is 162 px; the title needs more

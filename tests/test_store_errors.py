@@ -107,7 +107,7 @@ def test_malformed_urls_and_ports_are_one_line(small_db, url):
 def test_crawled_links_with_broken_urls_are_recorded_not_fatal(tmp_path, http_server):
     from tests import images
 
-    http_server.route("/ok.png", images.png_bytes(images.photo(5, (64, 48))))
+    http_server.route("/ok.png", images.png_bytes(images.photo(5, (96, 72))))  # over --min-size
     page = '<img src="/ok.png"><img src="http://127.0.0.1:99999/a.png"><img src="http://[::1/b.png">'
     http_server.route("/", page + '<a href="http://127.0.0.1:70000/next">next</a>')
     result = cli("ingest", http_server.url("/"), "--db", str(tmp_path / "db"), "--depth", "1", "--json")

@@ -96,7 +96,7 @@ def test_verify_finds_restores_and_reports(db, tmp_path):
 
 
 def test_verify_repair_refetches_a_url_source(tmp_path, http_server):
-    photos = [images.png_bytes(images.photo(900 + i, (80, 60))) for i in range(3)]
+    photos = [images.png_bytes(images.photo(900 + i, (96, 72))) for i in range(3)]
     for i, data in enumerate(photos):
         http_server.route(f"/p{i}.png", data)
     http_server.route("/", "".join(f'<img src="/p{i}.png">' for i in range(3)))

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -50,11 +53,13 @@ def plain(value: object, style: str = "") -> Text:
     return Text(visible(value), style=style)
 
 
-def error(message: str) -> None:
-    """One line on stderr, no traceback."""
+def error(message: str, hints: tuple[str, ...] = ()) -> None:
+    """One line on stderr, no traceback; then the library's hint lines, if any, indented."""
     err_console.print(
         Text.assemble(("imgdb: error:", "bold red"), " ", visible(message)), highlight=False, soft_wrap=True
     )
+    for line in hints:
+        err_console.print(Text("  " + visible(line)), highlight=False, soft_wrap=True)
 
 
 def warning(message: str) -> None:
@@ -73,45 +78,114 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-class RichProgress:
-    """``progress.Progress`` drawn as rich bars, fed from the crawler and the processor threads."""
+class ProgressView:
+    """``progress.Progress`` on stderr: bars with counts, rate, ETA and failures on a terminal;
+    elsewhere (a log, a pipe) one plain line every ``every`` seconds, so a long run is never silent.
 
-    def __init__(self, enabled: bool = True):
+    A task's total is shown as "found so far" (``n/≥N``) until the library fixes it; the ETA
+    only then.
+    """
+
+    def __init__(self, enabled: bool = True, every: float = 10.0):
+        self.enabled = enabled
+        self.live = enabled and err_console.is_terminal
+        self.every = every
+        self._lock = threading.Lock()
+        self._tasks: dict[str, _TaskState] = {}
+        self._last_line = time.monotonic()
         self.progress = Progress(
             TextColumn("{task.description:<7}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
+            _StatsColumn(self),
             console=err_console,
             transient=True,
-            disable=not enabled,
+            disable=not self.live,
         )
-        self._tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> ProgressView:
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def _task(self, kind: str) -> Any:
-        if kind not in self._tasks:
-            self._tasks[kind] = self.progress.add_task(kind, total=0)
-        return self._tasks[kind]
+    def _state(self, task: str) -> _TaskState:
+        if task not in self._tasks:
+            self._tasks[task] = _TaskState(self.progress.add_task(task, total=None))
+        return self._tasks[task]
 
-    def found(self, kind: str, n: int = 1) -> None:
-        task = self._task(kind)
-        self.progress.update(task, total=(self.progress.tasks[task].total or 0) + n)
+    def found(self, task: str, n: int = 1) -> None:
+        with self._lock:
+            state = self._state(task)
+            if not state.fixed:
+                state.found += n
 
-    def done(self, kind: str, n: int = 1) -> None:
-        self.progress.advance(self._task(kind), n)
+    def total(self, task: str, n: int) -> None:
+        with self._lock:
+            state = self._state(task)
+            state.found, state.fixed = n, True
+            self.progress.update(state.id, total=n)
+
+    def done(self, task: str, n: int = 1) -> None:
+        with self._lock:
+            state = self._state(task)
+            state.done += n
+            self.progress.advance(state.id, n)
+            if self.enabled and not self.live and time.monotonic() - self._last_line >= self.every:
+                self._last_line = time.monotonic()
+                tasks = {t.id: t for t in self.progress.tasks}
+                err_console.print(
+                    "; ".join(f"{name} {s.line(tasks[s.id])}" for name, s in self._tasks.items()),
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+    def failed(self, task: str, n: int = 1) -> None:
+        with self._lock:
+            self._state(task).failed += n
+
+
+@dataclass
+class _TaskState:
+    id: Any
+    found: int = 0
+    fixed: bool = False
+    done: int = 0
+    failed: int = 0
+
+    def line(self, task: Any) -> str:
+        """ "1,200/2,485, 113.2/s, ETA 0:00:11, 3 failed": what a bar shows, as text."""
+        parts = [f"{self.done:,}/{self.found:,}" if self.fixed else f"{self.done:,}/≥{self.found:,}"]
+        elapsed = task.elapsed or 0.0
+        rate = task.speed or (self.done / elapsed if elapsed > 0 else None)
+        if rate:
+            parts.append(f"{rate:.1f}/s")
+            if self.fixed and self.found > self.done:
+                parts.append(f"ETA {_clock((self.found - self.done) / rate)}")
+        if self.failed:
+            parts.append(f"{self.failed:,} failed")
+        return ", ".join(parts)
+
+
+class _StatsColumn(ProgressColumn):
+    def __init__(self, view: ProgressView):
+        super().__init__()
+        self.view = view
+
+    def render(self, task: Any) -> Text:
+        state = self.view._tasks.get(task.description)
+        return Text(state.line(task) if state else "")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def ingest_summary(summary: Any) -> None:
-    table = Table(
-        title=plain(f"ingest run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"), show_header=False
-    )
+    title = f"ingest run {summary.run_id}: {summary.status} in {summary.seconds:.1f} s"
+    table = Table(show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
     rows = [
@@ -129,11 +203,11 @@ def ingest_summary(summary: Any) -> None:
         table.add_row(name, str(value))
     for reason, count in sorted(summary.failed.items()):
         table.add_row(plain(f"  failed: {reason}"), str(count))
-    console.print(table)
+    show(table, title)
 
 
 def store_info(info: dict[str, Any]) -> None:
-    table = Table(title=plain(f"imgdb store {info['store']}"), show_header=False)
+    table = Table(show_header=False)
     table.add_column("what")
     table.add_column("value")
     table.add_row("images", str(info["images"]))
@@ -157,10 +231,22 @@ def store_info(info: dict[str, Any]) -> None:
     )
     table.add_row("image bytes", _size(info["image_bytes"]))
     table.add_row("size on disk", _size(info["disk_bytes"]))
-    console.print(table)
+    show(table, f"imgdb store {info['store']}")
     for m in info["models"]:
         if m.get("problem"):
             warning(m["problem"])
+
+
+def info_rows(info: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """``info`` flattened for --nl/--csv/--tsv: one (what, value) row per fact."""
+    data: list[tuple[Any, ...]] = [
+        (name, info[name])
+        for name in ("store", "images", "sources", "pages", "runs", "failures", "image_bytes", "disk_bytes")
+    ]
+    data += [(f"site:{s['site']}", s["images"]) for s in info["sites"]]
+    data += [(f"format:{k}", v) for k, v in info["formats"].items()]
+    data += [(f"model:{m['key']}", m.get("vectors")) for m in info["models"]]
+    return ["what", "value"], data
 
 
 def _size(n: int) -> str:
@@ -172,14 +258,42 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def rows(columns: list[str], data: list[tuple[Any, ...]], *, fmt: str = "table", title: str | None = None) -> None:
-    """Rows as a rich table, CSV or JSON (a list of objects)."""
+FORMATS = ("table", "json", "nl", "csv", "tsv")
+_WIDE = 1_000_000  # a table printed to a pipe or file is never wrapped
+
+
+def show(table: Table, title: str | None = None) -> None:
+    """A table under a title line of its own (a title inside the table would wrap with it);
+    at full width when stdout is not a terminal, so piped paths are never cut mid-word."""
+    if title is not None:
+        console.print(plain(title, "bold"), soft_wrap=True)
+    # rich never prints wider than its console, so a pipe gets a console of its own
+    (console if console.is_terminal else Console(width=_WIDE)).print(table)
+
+
+def print_nl(records: list[dict[str, Any]]) -> None:
+    for record in records:
+        sys.stdout.write(json.dumps(record, default=str) + "\n")
+
+
+def rows(
+    columns: list[str],
+    data: list[tuple[Any, ...]],
+    *,
+    fmt: str = "table",
+    title: str | None = None,
+    empty: str | None = None,
+) -> None:
+    """Rows as a table, JSON (a list of objects), newline-delimited JSON, CSV or TSV (LF line
+    endings); in a table, ``empty`` is said when there are no rows."""
     if fmt == "json":
         print_json([dict(zip(columns, row)) for row in data])
-    elif fmt == "csv":
+    elif fmt == "nl":
+        print_nl([dict(zip(columns, row)) for row in data])
+    elif fmt in ("csv", "tsv"):
         import csv
 
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, dialect="excel-tab" if fmt == "tsv" else "excel", lineterminator="\n")
         if sys.stdout.isatty():  # a terminal gets no raw escape sequences; a pipe gets the data as it is
             writer.writerow([visible(c) for c in columns])
             writer.writerows([[v if v is None else visible(v) for v in row] for row in data])
@@ -187,16 +301,22 @@ def rows(columns: list[str], data: list[tuple[Any, ...]], *, fmt: str = "table",
             writer.writerow(columns)
             writer.writerows(data)
     else:
-        table = Table(title=plain(title) if title is not None else None)
+        if not data and empty:
+            say(empty)
+            return
+        table = Table()
         for name in columns:
             table.add_column(plain(name), overflow="fold")
         for row in data:
             table.add_row(*(plain(v) for v in row))
-        console.print(table)
+        show(table, title)
 
 
-def similar_table(matches: list[Any], title: str) -> None:
-    table = Table(title=plain(title))
+def similar_table(matches: list[Any], title: str, empty: str) -> None:
+    if not matches:
+        say(empty)
+        return
+    table = Table()
     for name, justify in (
         ("rank", "right"),
         ("similarity", "right"),
@@ -215,7 +335,7 @@ def similar_table(matches: list[Any], title: str) -> None:
             f"{m.width}x{m.height}",
             plain(m.format),
         )
-    console.print(table)
+    show(table, title)
 
 
 def dupe_groups(result: Any) -> None:
@@ -223,7 +343,7 @@ def dupe_groups(result: Any) -> None:
     from imgdb.dedup.results import evidence_line
 
     evidence = {(p.a, p.b): p for p in result.pairs}
-    table = Table(title=f"{len(result.groups)} duplicate groups (run {result.run_id})")
+    table = Table()
     for name in ("group", "size", "members (kept first) and evidence"):
         table.add_column(name, overflow="fold")
     for g in result.groups:
@@ -240,7 +360,7 @@ def dupe_groups(result: Any) -> None:
                 lines.append(f"       {visible(evidence_line(pair, m.kind or 'duplicate'))}")
         table.add_row(str(g.group_id), str(g.size), Text("\n".join(lines)))
     if result.groups:
-        console.print(table)
+        show(table, f"{len(result.groups)} duplicate groups (run {result.run_id})")
     else:
         console.print(f"no duplicate groups (run {result.run_id})")
     recolours = [p for p in result.pairs if p.kind == "recolour"]
@@ -273,9 +393,8 @@ def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 def cluster_fit(run: Any, plots: list[Any]) -> None:
     """The k sweep, the chosen k and why, and where the plots went."""
-    table = Table(
-        title=f"clustering run {run.run_id}: {run.method}, PCA {run.pca or 'off'}, k = {run.k} ({run.select_rule})"
-    )
+    title = f"clustering run {run.run_id}: {run.method}, PCA {run.pca or 'off'}, k = {run.k} ({run.select_rule})"
+    table = Table()
     for name in ("k", "distortion", "silhouette", "picked by"):
         table.add_column(name, justify="right" if name != "picked by" else "left")
     by_k: dict[int, list[str]] = {}
@@ -285,7 +404,7 @@ def cluster_fit(run: Any, plots: list[Any]) -> None:
         sil = "" if s.silhouette is None else f"{s.silhouette:.3f}"
         table.add_row(str(s.k), f"{s.distortion:.1f}", sil, ", ".join(sorted(by_k.get(s.k, []))))
     if run.scores:
-        console.print(table)
+        show(table, title)
     sizes = run.sizes
     console.print(
         f"run {run.run_id}: {len(run.ids)} images in {run.k} clusters (largest {max(sizes)}, smallest {min(sizes)})"
@@ -300,7 +419,7 @@ def cluster_fit(run: Any, plots: list[Any]) -> None:
 def cluster_compare(result: Any) -> None:
     methods = sorted({r.method for r in result.rows})
     ks = sorted({r.k for r in result.rows})
-    table = Table(title="silhouette per method and k (best in bold)")
+    table = Table()
     table.add_column("k", justify="right")
     for m in methods:
         table.add_column(m, justify="right")
@@ -314,7 +433,7 @@ def cluster_compare(result: Any) -> None:
                 text = f"[bold]{text}[/]"
             values.append(text)
         table.add_row(str(k), *values)
-    console.print(table)
+    show(table, "silhouette per method and k (best in bold)")
     console.print(
         f"winner (best silhouette): {result.winner.method}, k = {result.winner.k}; "
         + "imgdb's peak rule: "
@@ -323,7 +442,7 @@ def cluster_compare(result: Any) -> None:
 
 
 def cluster_show(run_id: int, clusters: list[Any]) -> None:
-    table = Table(title=f"clusters of run {run_id}")
+    table = Table()
     for name, justify in (
         ("cluster", "right"),
         ("size", "right"),
@@ -335,13 +454,37 @@ def cluster_show(run_id: int, clusters: list[Any]) -> None:
     for c in clusters:
         sites = ", ".join(f"{s} ({n})" for s, n in c.top_sites)
         table.add_row(str(c.cluster), str(c.size), plain(c.medoid[:12]), plain(c.medoid_source), plain(sites))
-    console.print(table)
+    show(table, f"clusters of run {run_id}")
+
+
+def dataset_export(result: Any) -> None:
+    """ "exported 1,117 images to DIR as parquet: 1 shard, 48.2 MiB; ..." """
+    if not result.images:
+        say(f"--where matched no images: {result.path} holds one empty shard")
+        return
+    runs = [f"clusters from run {result.cluster_run}"] if result.cluster_run is not None else []
+    runs += [f"duplicate groups from run {result.dupes_run}"] if result.dupes_run is not None else []
+    n = len(result.shards)
+    shards = f"{n} shard" + ("s" if n != 1 else "")
+    say(
+        f"exported {result.images:,} images to {visible(result.path)} as {result.format}: {shards}, "
+        f"{_size(result.bytes)}; vectors: {result.model} ({result.dim} floats)" + "".join(f", {r}" for r in runs)
+    )
+
+
+def cluster_rows(run_id: int, clusters: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    columns = ["run_id", "cluster", "size", "medoid", "medoid_source", "top_sites"]
+    data = [
+        (run_id, c.cluster, c.size, c.medoid, c.medoid_source, ", ".join(f"{s} ({n})" for s, n in c.top_sites))
+        for c in clusters
+    ]
+    return columns, data
 
 
 def verify_report(report: Any) -> None:
     """What ``imgdb verify`` found, and what ``--repair`` did about it."""
     if report.problems:
-        table = Table(title=plain(f"imgdb verify {report.store}" + (" --repair" if report.repair else "")))
+        table = Table()
         for name in ("problem", "image / model", "detail", "repair"):
             table.add_column(name, overflow="fold")
         for p in report.problems:
@@ -352,7 +495,7 @@ def verify_report(report: Any) -> None:
                 plain(p.detail),
                 plain(outcome.strip() or "run imgdb verify --repair"),
             )
-        console.print(table)
+        show(table, f"imgdb verify {report.store}" + (" --repair" if report.repair else ""))
     vectors = ", ".join(f"{k}: {'unreadable' if n is None else n}" for k, n in report.vectors.items()) or "-"
     left = len(report.unresolved)
     verdict = "all intact" if not report.problems else f"{len(report.problems) - left} repaired, {left} remain"

@@ -16,10 +16,12 @@ from typing import Any
 from imgdb.demo.server import serve
 from imgdb.demo.site import HOST_TOKEN, SiteInfo, build_site
 
-__all__ = ["DEMO_MARKER", "HOST_TOKEN", "SiteInfo", "build_site", "run", "serve"]
+__all__ = ["DEMO_DB", "DEMO_MARKER", "HOST_TOKEN", "SiteInfo", "build_site", "run", "serve"]
 
 #: File that marks a store as created by :func:`run`, so the next run may replace it.
 DEMO_MARKER = ".imgdb-demo"
+#: Where ``imgdb demo`` builds its store unless told otherwise (relative to the working folder).
+DEMO_DB = Path("imgdb-demo")
 
 
 def run(db: Path, *, progress: Any = None) -> tuple[Any, dict[str, Any], str]:

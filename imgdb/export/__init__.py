@@ -5,7 +5,7 @@
     index.html                the gallery: every cluster, its size, thumbnails, each image's source
     cluster-000/ ...          one folder per cluster holding its images (copy, hard link or symlink),
                               most typical image first: 00001-<name from the source>-<id prefix>.<ext>
-    sheets/000-cluster-0.png  a contact sheet per cluster
+    sheets/000-cluster-0.jpg  a contact sheet per cluster
     thumbs/<id prefix>.jpg    small JPEG thumbnails the page shows (not base64: the page stays light)
     .imgdb-export.json        what this export wrote, so exporting again into the folder replaces it
 
@@ -136,10 +136,10 @@ def export_name(rank: int, image_id: str, info: ImageInfo | None) -> str:
 _ENTRY = re.compile(r"^(index\.html|sheets|images|cluster-\d+)$")  # what a marker may list
 _IMAGE_NAME = re.compile(r"^\d{5}-[A-Za-z0-9._-]*-([0-9a-f]{10})\.[A-Za-z0-9]+$")  # cluster-*/...
 _GALLERY_NAME = re.compile(r"^([0-9a-f]{16})\.[A-Za-z0-9]+$")  # images/...
-_SHEET_NAME = re.compile(r"^\d{3}-[A-Za-z0-9._-]+\.png$")  # sheets/...
+_SHEET_NAME = re.compile(r"^\d{3}-[A-Za-z0-9._-]+\.(png|jpg)$")  # sheets/... (.png before 0.2)
 _THUMB_NAME = re.compile(r"^[0-9a-f]{16}\.jpg$")  # thumbs/...
 _GENERATOR = '<meta name="generator" content="imgdb">'
-_MARK = b"imgdb export"  # in every sheet (a PNG text chunk) and thumbnail (a JPEG comment) we write
+_MARK = b"imgdb export"  # in every sheet and thumbnail we write (a JPEG comment; a PNG text chunk before 0.2)
 
 
 def _ours(path: Path) -> bool:
@@ -164,6 +164,8 @@ def _ours(path: Path) -> bool:
         legacy = "<title>imgdb" in text and "figcaption{font-size:11px" in text  # pages before the generator tag
         return text.startswith("<!DOCTYPE html>") and (_GENERATOR in text or legacy)
     if folder == "sheets" and _SHEET_NAME.match(name):
+        if name.endswith(".jpg"):
+            return head.startswith(b"\xff\xd8\xff") and _MARK in head
         return head.startswith(b"\x89PNG\r\n\x1a\n") and (_MARK in head or _legacy_sheet(head))
     if folder == "thumbs" and _THUMB_NAME.match(name):
         return head.startswith(b"\xff\xd8\xff") and _MARK in head
@@ -264,33 +266,38 @@ def _thumbnail(store: Store, image_id: str, size: int) -> Any:
 
 
 def _contact_sheet(title: str, thumbs: list[Any], path: Path, total: int) -> None:
-    """A grid of thumbnails under a title line; says how many images the group has in all."""
+    """A grid of thumbnails under a title line; says how many images the group has in all.
+
+    The sheet is as wide as its title needs (up to eight columns' width, then the title is
+    cut with an ellipsis); a JPEG at quality 90, as a palette PNG banded smooth photos.
+    """
     from PIL import Image, ImageDraw, ImageFont, ImageOps
 
     cols = max(1, min(8, len(thumbs)))
     rows = max(1, -(-len(thumbs) // cols))
     pad, head = 6, 28
-    sheet = Image.new("RGB", (cols * (SHEET_CELL + pad) + pad, head + rows * (SHEET_CELL + pad) + pad), (250, 250, 250))
-    draw = ImageDraw.Draw(sheet)
-    shown = f"{len(thumbs)} of {total}" if len(thumbs) < total else f"{total}"
     try:
         font: Any = ImageFont.load_default(size=15)  # Pillow >= 10.1 with FreeType
     except (TypeError, OSError, ImportError):
         font = ImageFont.load_default()
-    draw.text((pad, 6), f"{title}  ({shown} images)", fill=(20, 20, 20), font=font)
+    shown = f"{len(thumbs)} of {total}" if len(thumbs) < total else f"{total}"
+    text = f"{title}  ({shown} images)"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = 8 * (SHEET_CELL + pad) - pad
+    while measure.textlength(text, font=font) > widest and len(title) > 1:
+        title = title[:-1]
+        text = f"{title.rstrip()}…  ({shown} images)"
+    width = max(cols * (SHEET_CELL + pad) + pad, int(measure.textlength(text, font=font)) + 2 * pad)
+    sheet = Image.new("RGB", (width, head + rows * (SHEET_CELL + pad) + pad), (250, 250, 250))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 6), text, fill=(20, 20, 20), font=font)
     for n, thumb in enumerate(thumbs):
         cell = ImageOps.contain(thumb, (SHEET_CELL, SHEET_CELL))
         x = pad + (n % cols) * (SHEET_CELL + pad) + (SHEET_CELL - cell.width) // 2
         y = head + pad + (n // cols) * (SHEET_CELL + pad) + (SHEET_CELL - cell.height) // 2
         sheet.paste(cell, (x, y))
-    # A 256-colour palette with dithering: a third of the bytes of a full-colour PNG.
-    from PIL.PngImagePlugin import PngInfo
-
-    mark = PngInfo()
-    mark.add_text("Software", _MARK.decode())
     buffer = io.BytesIO()
-    quantized = sheet.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG)
-    quantized.save(buffer, "PNG", pnginfo=mark)
+    sheet.save(buffer, "JPEG", quality=90, comment=_MARK)
     _write_file(path, buffer.getvalue())
 
 
@@ -392,7 +399,7 @@ def _write_gallery(
             figures.append(_figure(info[image_id], thumb_rel, links.get(image_id), group.captions.get(image_id)))
         header_links = list(group.links)
         if sheets and ids:
-            sheet_rel = f"sheets/{n:03d}-{safe_filename(group.title, default='group', max_len=40)}.png"
+            sheet_rel = f"sheets/{n:03d}-{safe_filename(group.title, default='group', max_len=40)}.jpg"
             _contact_sheet(group.title, thumbs_for_sheet, out / sheet_rel, len(ids))
             header_links.append(("contact sheet", sheet_rel))
         meta = " ".join(
