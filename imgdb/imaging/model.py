@@ -166,7 +166,7 @@ class Model:
     one query). ``submit`` is for pipelines (ingest): batches run side by side on ``lanes``
     single-threaded runs of one session, so the process keeps one budget of ``threads``
     model threads, and a core that decoding takes for a moment delays one batch instead
-    of stalling every operator of a parallel run (docs/evaluation.md, "Ingest").
+    of stalling every operator of a parallel run (docs/evaluation.md, "Ingest at the model's speed").
     """
 
     def __init__(self, spec: ModelSpec, *, threads: int | None = None, lanes: int | None = None):
