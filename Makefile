@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench model clean
+.PHONY: demo test lint browser bench model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ demo: $(VENV)/.installed
 	$(BIN)/imgdb demo
 
 # The README's test command: lint first (ruff, formatting, mypy), then the suite.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q --durations=5
+
+# The browser tests (tests/test_serve_browser.py) drive Debian's Chromium: Playwright's own
+# browser download cannot work here. Installed once, when missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| (sudo apt-get update -qq && sudo apt-get install -y -qq chromium)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -27,6 +33,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench_ingest.py
+	$(BIN)/python scripts/bench_clusters.py
 
 # Re-create models/efficientnet-lite0.{onnx,json} (needs torch, in its own venv; see the script).
 model:
