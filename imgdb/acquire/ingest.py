@@ -73,6 +73,8 @@ _OTHER_IMAGE_SUFFIXES = {
     ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".svg", ".ico", ".psd", ".raw", ".dng", ".cr2", ".cr3",
     ".nef", ".arw", ".orf", ".rw2", ".raf", ".srw", ".pef", ".x3f", ".exr", ".hdr", ".tga", ".avifs",
 }  # fmt: skip
+# Images from web pages smaller than this are recorded as "too-small" (logos, icons, pixels).
+MIN_SIZE = (64, 64)
 # Reasons of a failed URL that a re-run does not retry without retry_failed / refresh.
 _CONNECT_REASONS = ("connect", "host-down", "not-retried")
 
@@ -83,6 +85,7 @@ class IngestOptions:
     depth: int = 0  # 1 = also the same-site pages the listing pages link to
     max_pages: int = 500  # pages fetched per depth level, per start URL
     max_images: int | None = None
+    min_size: tuple[int, int] | None = None  # (w, h) smaller images are "too-small"; None = MIN_SIZE for URLs
     refresh: bool = False  # re-download pages and images even when known
     retry_failed: bool = False  # retry URLs whose last failure was a connect failure
     respect_robots: bool = True
@@ -90,6 +93,8 @@ class IngestOptions:
     flush_after: float = 1.0  # seconds without a new image before a partial batch is stored
     decode_workers: int = 2
     fetch_policy: Any = None  # fetch.FetchPolicy; None = defaults
+    engine: str = "local"  # "ray": fetch, decode and embed on a Ray cluster (imgdb.engine)
+    ray_address: str | None = None  # an existing Ray cluster; None = ray.init()'s default
 
 
 @dataclass
@@ -190,16 +195,24 @@ def ingest(
     if missing:
         raise UsageError(f"no such file or folder: {safe_text(str(missing[0]))}")
 
+    if options.engine not in ("local", "ray"):
+        raise UsageError(f"unknown engine {options.engine!r}: use local or ray")
     store.register_model(model.spec)
     summary = IngestSummary()
     summary.run_id = store.start_run("ingest", {"targets": list(targets), **_options_json(options)})
     processor = Processor(store, model, summary, progress, options)
     started = time.perf_counter()
     try:
-        if paths:
-            processor.run(_file_candidates(store, paths, summary, progress, options.max_images))
-        if urls:
-            _ingest_urls(store, urls, processor, summary, progress, options)
+        if options.engine == "ray":  # the same crawl and store; the work between runs on the cluster
+            from imgdb.engine.ingest import run_on_ray
+
+            run_on_ray(store, paths, urls, model, summary, progress, options)
+        else:
+            if paths:
+                _count_files(paths, store.path.resolve(), progress, options.max_images)
+                processor.run(_file_candidates(store, paths, summary, progress, options.max_images))
+            if urls:
+                _ingest_urls(store, urls, processor, summary, progress, options)
         summary.status = "done"
     except KeyboardInterrupt:
         summary.status = "interrupted"
@@ -241,7 +254,12 @@ def _options_json(options: IngestOptions) -> dict[str, Any]:
 
 
 class Processor:
-    """Turns candidates into stored images. Decoding overlaps embedding via a thread pool."""
+    """Turns candidates into stored images.
+
+    Decoding runs in a thread pool, embedding on the model's lanes (``Model.submit``, up to
+    ``model.lanes`` batches side by side) and storing on a writer thread, so all three
+    overlap; batches are stored in the order they were made.
+    """
 
     def __init__(self, store: Store, model: Model, summary: IngestSummary, progress: Progress, options: IngestOptions):
         self.store = store
@@ -257,6 +275,8 @@ class Processor:
         self._sources: list[tuple[str, SourceRow]] = []
         self._writer: ThreadPoolExecutor | None = None
         self._pending_write: Future[None] | None = None
+        # Writes waiting for their batch's vectors, in order: (vectors being embedded, fn, args).
+        self._queued: deque[tuple[Future[np.ndarray] | None, Any, tuple[Any, ...]]] = deque()
         self._lost: list[int] = []  # images the writer thread could not store (counted in _wait_write)
 
     def run(self, candidates: Iterable[Candidate | _Idle]) -> None:
@@ -273,6 +293,7 @@ class Processor:
                         while pending:
                             self._take(*pending.popleft())
                         self._flush()
+                        self._drain(0)
                         continue
                     pending.append((cand, pool.submit(self._prepare, cand)))
                     while len(pending) > lookahead:
@@ -280,7 +301,12 @@ class Processor:
                 while pending:
                     self._take(*pending.popleft())
                 self._flush()
+                self._drain(0)
             finally:
+                for vectors, _fn, _args in self._queued:  # a failed run: let the lanes finish
+                    if vectors is not None:
+                        vectors.exception()
+                self._queued.clear()
                 self._wait_write()
 
     def _prepare(self, cand: Candidate) -> _Prepared:
@@ -294,6 +320,7 @@ class Processor:
             # The bytes are in hand: a missing or damaged blob is rewritten (an intact one is not).
             return _Prepared(image_id, None, restored=self.store.restore_blob(image_id, data))
         decoded = decode(data, target=self.spec.decode_target)
+        _check_size(decoded.width, decoded.height, self.options.min_size or _default_min_size(cand.source.kind))
         tensor = self.spec.preprocess(decoded.image)
         return _Prepared(image_id, data, decoded.width, decoded.height, decoded.format, tensor)
 
@@ -322,16 +349,17 @@ class Processor:
 
     def _fail(self, cand: Candidate, reason: str, detail: str) -> None:
         self.summary.failed[reason] += 1
+        self.progress.failed("images")
         self.store.record_failure(
             self.summary.run_id, cand.source.source, reason, safe_text(detail), cand.source.page_url or None
         )
 
     def _flush(self) -> None:
-        """Embed the batch here; store it on the writer thread while the next batch embeds."""
+        """Start embedding the batch; it is stored on the writer thread once its vectors are in."""
         batch, self._batch = list(self._batch.values()), {}
         sources, self._sources = self._sources, []
         if batch:
-            vectors = self.model.embed_arrays(np.stack([_tensor(p) for p, _ in batch]))
+            vectors = self.model.submit(np.stack([_tensor(p) for p, _ in batch]))
             fresh = [i for i, (p, _) in enumerate(batch) if p.id not in self.stored]
             again = [i for i, (p, _) in enumerate(batch) if p.id in self.stored]
             # Stored under another model: only this model's vector and the sources are new.
@@ -342,17 +370,28 @@ class Processor:
             self.embedded |= ids
             self.stored |= ids
             self.sizes.update((p.id, len(p.data or b"")) for p, _ in batch if p.id not in self.sizes)
-            self._write(self._store_batch, batch, fresh, again, vectors, sources)
+            self._queued.append((vectors, self._store_batch, (batch, fresh, again, sources)))
         elif sources:
-            self._write(self.store.add_sources, sources, self.summary.run_id)
+            self._queued.append((None, self.store.add_sources, (sources, self.summary.run_id)))
+        self._drain(self.model.lanes)
+
+    def _drain(self, keep: int) -> None:
+        """Hand queued writes to the writer in order: those whose vectors are in, and any
+        beyond the ``keep`` newest (waiting for their vectors)."""
+        while self._queued:
+            vectors, fn, args = self._queued[0]
+            if len(self._queued) <= keep and vectors is not None and not vectors.done():
+                return
+            self._queued.popleft()
+            self._write(fn, *args, *(() if vectors is None else (vectors.result(),)))
 
     def _store_batch(
         self,
         batch: list[tuple[_Prepared, list[SourceRow]]],
         fresh: list[int],
         again: list[int],
-        vectors: np.ndarray,
         sources: list[tuple[str, SourceRow]],
+        vectors: np.ndarray,
     ) -> None:
         """Writer thread: blobs, vectors and rows of one embedded batch (Store orders them)."""
         new = [_new_image(*batch[i]) for i in fresh]
@@ -401,6 +440,16 @@ class Processor:
             if lost:
                 self.summary.new -= lost
                 self.summary.failed["store"] += lost
+
+
+def _default_min_size(kind: str) -> tuple[int, int]:
+    # Icons, logos and tracking pixels come with web pages; a folder holds what its owner put there.
+    return MIN_SIZE if kind == "url" else (0, 0)
+
+
+def _check_size(width: int, height: int, least: tuple[int, int]) -> None:
+    if width < least[0] or height < least[1]:
+        raise DecodeError("too-small", f"{width}x{height} is under the minimum size {least[0]}x{least[1]}")
 
 
 def _tensor(prep: _Prepared) -> np.ndarray:
@@ -497,6 +546,22 @@ def _file_candidates(
         previous = known.get(source)
         unchanged = previous is not None and previous[1] == st.st_size and previous[2] == st.st_mtime
         yield Candidate(row, path=path, known_id=previous[0] if previous is not None and unchanged else None)
+
+
+def _count_files(paths: Sequence[Path], skip: Path, progress: Progress, cap: int | None) -> None:
+    """Fix the progress total: walk the folders once more in a thread of its own (names only,
+    far quicker than the reading and embedding it runs beside)."""
+
+    def count() -> None:
+        n = 0
+        for path in _walk(paths, skip):
+            if not isinstance(path, _Skip):
+                n += 1
+                if cap is not None and n >= cap:
+                    break
+        progress.total("images", n)
+
+    threading.Thread(target=count, name="imgdb-count", daemon=True).start()
 
 
 def _walk(paths: Sequence[Path], skip: Path) -> Iterator[Path | _Skip]:
@@ -674,6 +739,7 @@ class _Crawler:
             self.fetcher = fetcher
             for url in urls:
                 await self._crawl_site(url)
+            self.progress.total("images", self.summary.images_found)  # every page read: no more to find
             if self.downloads:
                 await asyncio.gather(*self.downloads)
 
@@ -862,6 +928,7 @@ class _Crawler:
             detail += "; other candidates: " + ", ".join(f"{e.reason} ({e.url})" for e in errors[1:])
         self.summary.failed[first.reason] += 1
         self.progress.done("images")
+        self.progress.failed("images")
         self.store.record_failure(
             self.summary.run_id, safe_text(link.url), first.reason, safe_text(detail), safe_text(link.page_url) or None
         )

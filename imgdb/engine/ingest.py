@@ -1,0 +1,343 @@
+"""The driver of a Ray ingest: collect the work, run the stages on the cluster, commit.
+
+1. Collect: URLs are crawled by the local ingest's own crawler (pages, pagination, depth,
+   robots, noai, known URLs, caps), except that an image's URLs are queued instead of
+   downloaded; folders are walked by the local walk. Images already stored and embedded
+   are settled here (a source row), without touching the cluster.
+2. Run: the rest go through ``stages.Downloader`` and ``stages.Embedder`` as Ray Data
+   stages; Ray Data restarts an actor and retries its batch when a worker is lost.
+3. Commit: results stream back to the driver, the store's one writer, which stores them
+   in batches through ``Store.add_images`` / ``add_vectors`` / ``add_sources`` and records
+   each failure, exactly as the local ``Processor`` does. A killed driver loses only the
+   batches it had not committed; the same command run again skips what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import socket
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgdb.acquire.ingest import (
+    Candidate,
+    IngestOptions,
+    IngestSummary,
+    _Crawler,
+    _default_min_size,
+    _file_candidates,
+    safe_text,
+)
+from imgdb.errors import UsageError
+from imgdb.imaging.model import Model
+from imgdb.progress import Progress
+from imgdb.store import NewImage, SourceRow, Store
+
+# Rows per Ray Data block and per download batch: enough for the download actor to keep
+# ``per_host`` requests in flight, small enough that a lost worker redoes little.
+BLOCK_ROWS = 64
+COMMIT_ROWS = 128  # images per store batch (one Lance commit, one DuckDB transaction)
+
+
+@dataclass
+class RayPlan:
+    """How the stages are laid out on the cluster (``plan`` works it out from its CPUs)."""
+
+    embed_actors: int
+    cpus_per_actor: int
+    download_actors: int = 1
+    decode_workers: int = 2
+    embed_batch: int = 32
+
+
+def run_on_ray(
+    store: Store,
+    paths: Sequence[Path],
+    urls: Sequence[str],
+    model: Model,
+    summary: IngestSummary,
+    progress: Progress,
+    options: IngestOptions,
+) -> None:
+    """Ingest ``paths`` and ``urls`` into ``store`` with the cluster at ``options.ray_address``."""
+    ray = _import_ray()
+    work = _Work(store, model.spec.key, summary, progress, options)
+    if paths:
+        work.add_all(_file_candidates(store, paths, summary, progress, options.max_images))
+    if urls:
+        work.crawl(urls)
+    committer = Committer(store, model.spec.key, summary, progress, COMMIT_ROWS)
+    committer.settle(work.settled)
+    if work.items:
+        started_here = not ray.is_initialized()
+        if started_here:
+            _init_ray(ray, options.ray_address)
+        try:
+            results = _dataset(ray, work, model, plan(ray))
+            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+                committer.add(batch, work.rows)
+        finally:
+            committer.flush()
+            if started_here:
+                ray.shutdown()
+    committer.flush()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UsageError("--engine ray needs Ray: pip install 'imgdb[ray]'") from None
+    return ray
+
+
+def _init_ray(ray: Any, address: str | None) -> None:
+    # Ray's own chatter (progress bars, executor logs) would bury imgdb's output.
+    for name in ("ray", "ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if address and address not in ("auto", "local") and "://" not in address:
+        _check_reachable(address)
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        kwargs["include_dashboard"] = False  # a local instance started just for this run
+    try:
+        with warnings.catch_warnings():
+            # Starting a local instance forks; the open store's LanceDB warns about that, and
+            # nothing of it runs in the child (Ray's own processes exec at once).
+            warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_operator_progress_bars = False
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line error now for a head that does not answer (``ray.init`` would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+
+
+def plan(ray: Any) -> RayPlan:
+    """One embedding actor per CPU (one ONNX thread each), one download actor per node."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return RayPlan(embed_actors=max(1, cpus), cpus_per_actor=1, download_actors=max(1, nodes))
+
+
+def _dataset(ray: Any, work: _Work, model: Model, layout: RayPlan) -> Any:
+    from imgdb.acquire.fetch import FetchPolicy
+    from imgdb.engine.politeness import limiter_actor
+    from imgdb.engine.stages import Downloader, Embedder, known_digests
+
+    policy = work.options.fetch_policy or FetchPolicy()
+    policy.respect_robots = work.options.respect_robots
+    limiter = limiter_actor(policy, ray.get_runtime_context().get_node_id())
+    items = work.items
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // BLOCK_ROWS)))
+    ds = ds.map_batches(
+        Downloader,
+        fn_constructor_kwargs={"policy": policy, "limiter": limiter},
+        batch_size=BLOCK_ROWS,
+        batch_format="numpy",
+        concurrency=layout.download_actors,
+        num_cpus=0,  # it waits on the network; the limiter, not CPUs, bounds it
+    )
+    return ds.map_batches(
+        Embedder,
+        fn_constructor_kwargs={
+            "model_path": str(model.spec.path),
+            "known": known_digests(work.embedded),
+            "threads": layout.cpus_per_actor,
+            "decode_workers": layout.decode_workers,
+            "embed_batch": layout.embed_batch,
+        },
+        batch_size=BLOCK_ROWS,
+        batch_format="numpy",
+        concurrency=(1, layout.embed_actors),  # carries on with fewer actors when a node is lost
+        num_cpus=layout.cpus_per_actor,
+    )
+
+
+class _Work:
+    """What the cluster is to do: ``items`` (rows for Ray Data) and the ``rows`` they point to."""
+
+    def __init__(
+        self, store: Store, model_key: str, summary: IngestSummary, progress: Progress, options: IngestOptions
+    ):
+        self.store = store
+        self.summary = summary
+        self.progress = progress
+        self.options = options
+        self.embedded = store.vector_ids(model_key)
+        self.sizes = store.image_sizes()
+        self.rows: list[SourceRow] = []
+        self.items: list[dict[str, Any]] = []
+        self.settled: list[tuple[str, SourceRow]] = []  # already stored and embedded: a source row only
+
+    def add_all(self, candidates: Iterable[Candidate]) -> None:
+        for cand in candidates:
+            self.add(cand)
+
+    def add(self, cand: Candidate, urls: Sequence[str] = ()) -> None:
+        known = cand.known_id
+        if known and known in self.embedded and self.store.blob_ok(known, self.sizes.get(known)):
+            self.settled.append((known, cand.source))
+            return
+        self.items.append(
+            {
+                "idx": len(self.rows),
+                "urls": "\n".join(urls),
+                "path": str(cand.path) if cand.path is not None and not urls else "",
+                "data": cand.data or b"",
+                # The local ingest's size floor (icons and tracking pixels from web pages).
+                "min_size": list(self.options.min_size or _default_min_size(cand.source.kind)),
+            }
+        )
+        self.rows.append(cand.source)
+
+    def crawl(self, urls: Sequence[str]) -> None:
+        """The local crawl, with each image's URLs queued here instead of downloaded."""
+        handoff: queue.Queue[Candidate | None] = queue.Queue()
+        crawler = _QueueingCrawler(self, handoff)
+        asyncio.run(crawler.run(urls))
+        while not handoff.empty():
+            cand = handoff.get()
+            if cand is not None:
+                self.add(cand)
+        if crawler.start_errors and len(crawler.start_errors) == len(urls) and self.summary.images_found == 0:
+            raise crawler.start_errors[0]
+
+
+class _QueueingCrawler(_Crawler):
+    def __init__(self, work: _Work, handoff: queue.Queue[Candidate | None]):
+        super().__init__(work.store, handoff, work.summary, work.progress, work.options, work.sizes)
+        self.work = work
+
+    async def _download(self, link: Any, fetched: Any = None) -> None:
+        candidates = [link.url, *getattr(link, "fallbacks", ())]
+        known = any(
+            u in self.known_urls and self.store.blob_ok(self.known_urls[u], self.work.sizes.get(self.known_urls[u]))
+            for u in candidates
+        )
+        if fetched is not None or known:
+            await super()._download(link, fetched)  # bytes in hand, or read from the store
+            return
+        urls = [u for u in candidates if u not in self.not_retried]
+        if not urls:
+            await self._fetch_first(link, candidates)  # records the "not-retried" failure
+            return
+        row = SourceRow(
+            source=safe_text(link.url),
+            kind="url",
+            page_url=safe_text(link.page_url or ""),
+            alt=safe_text(link.alt) if link.alt else link.alt,
+            title=safe_text(link.title) if link.title else link.title,
+        )
+        self.work.add(Candidate(row), urls)
+
+
+class Committer:
+    """The one committing step: cluster results into the store, through ``Store``'s methods."""
+
+    def __init__(self, store: Store, model_key: str, summary: IngestSummary, progress: Progress, batch_rows: int):
+        self.store = store
+        self.key = model_key
+        self.summary = summary
+        self.progress = progress
+        self.batch_rows = batch_rows
+        self.embedded = store.vector_ids(model_key)
+        self.stored = store.image_ids()
+        self.images: dict[str, tuple[NewImage, np.ndarray]] = {}  # new to the store
+        self.vectors: dict[str, np.ndarray] = {}  # stored already, new to this model
+        self.sources: list[tuple[str, SourceRow]] = []
+
+    def settle(self, known: Iterable[tuple[str, SourceRow]]) -> None:
+        """Sources of images stored and embedded already (found again): one row each."""
+        for image_id, row in known:
+            self.progress.done("images")
+            self.summary.already_stored += 1
+            self.sources.append((image_id, row))
+        self.flush()
+
+    def add(self, batch: dict[str, np.ndarray], rows: list[SourceRow]) -> None:
+        for i, idx in enumerate(batch["idx"]):
+            row = rows[int(idx)]
+            self.progress.done("images")
+            if batch["url"][i]:
+                self.summary.downloaded += 1
+                row.source = safe_text(str(batch["url"][i]))
+                row.http_status = int(batch["status"][i]) or None
+                row.content_type = str(batch["content_type"][i]) or None
+                row.fetched_at = datetime.fromtimestamp(float(batch["fetched_at"][i]), timezone.utc)
+            reason = str(batch["reason"][i])
+            if reason:
+                self._fail(row, reason, str(batch["detail"][i]))
+                continue
+            image_id = str(batch["id"][i])
+            if (
+                not batch["embedded"][i]
+                or image_id in self.embedded
+                or image_id in self.images
+                or image_id in self.vectors
+            ):
+                self._known(image_id, bytes(batch["data"][i]), row)
+                continue
+            vector = np.asarray(batch["vector"][i], dtype=np.float32)
+            if image_id in self.stored:  # stored under another model: only the vector is new
+                self.vectors[image_id] = vector
+                self.sources.append((image_id, row))
+                self.summary.already_stored += 1
+            else:
+                data = bytes(batch["data"][i])
+                image = NewImage(image_id, data, int(batch["width"][i]), int(batch["height"][i]), str(batch["format"][i]), [row])  # fmt: skip
+                self.images[image_id] = (image, vector)
+                self.summary.new += 1
+            if len(self.images) + len(self.vectors) >= self.batch_rows:
+                self.flush()
+
+    def _known(self, image_id: str, data: bytes, row: SourceRow) -> None:
+        """An image this run or an earlier one stored: one more source (and its blob mended)."""
+        self.summary.already_stored += 1
+        if image_id in self.images:
+            self.images[image_id][0].sources.append(row)
+            return
+        if image_id in self.embedded and image_id in self.stored and data and self.store.restore_blob(image_id, data):
+            self.summary.restored += 1
+        self.sources.append((image_id, row))
+
+    def _fail(self, row: SourceRow, reason: str, detail: str) -> None:
+        self.summary.failed[reason] += 1
+        self.progress.failed("images")
+        self.store.record_failure(self.summary.run_id, row.source, reason, safe_text(detail), row.page_url or None)
+
+    def flush(self) -> None:
+        """Write what is pending: blobs, vectors and rows of new images first (Store orders them)."""
+        images, self.images = list(self.images.values()), {}
+        vectors, self.vectors = self.vectors, {}
+        sources, self.sources = self.sources, []
+        if images:
+            self.store.add_images([im for im, _ in images], self.key, np.stack([v for _, v in images]), self.summary.run_id)  # fmt: skip
+            self.stored.update(im.id for im, _ in images)
+            self.embedded.update(im.id for im, _ in images)
+        if vectors:
+            self.store.add_vectors(self.key, list(vectors), np.stack(list(vectors.values())))
+            self.embedded.update(vectors)
+        if sources:
+            self.store.add_sources(sources, self.summary.run_id)
