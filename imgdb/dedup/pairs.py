@@ -8,7 +8,11 @@
 ``embedding_pairs`` L2-normalised vectors with cosine >= t, exactly: a blocked product on
                     (PCA-k projection + residual norm) vectors bounds every cosine from
                     above (Cauchy-Schwarz on the residual), so no pair >= t is missed, and
-                    only candidates over the bound are re-scored at full dimension.
+                    only candidates over the bound are re-scored at full dimension. That
+                    product grows as N^2; past ``EXACT_MAX_ROWS`` vectors an inverted file
+                    (IVF) bounds it: k-means cells of about ``IVF_CELL_ROWS`` vectors, and
+                    each vector is compared only with the vectors of its ``IVF_PROBES``
+                    nearest cells, which grows as N (recall measured in scripts/bench_dupes.py).
 
 No function holds an N x N matrix; memory is bounded by a block or chunk size.
 """
@@ -184,6 +188,13 @@ def equal_pairs(keys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray
     return np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
 
 
+#: Up to this many vectors the search is exact (all pairs, bounded; 30 s at 100k on 2 cores);
+#: past it, the IVF search (docs/scale.md).
+EXACT_MAX_ROWS = 200_000
+IVF_CELL_ROWS = 1024  # vectors per k-means cell, on average
+IVF_PROBES = 32  # cells each vector is compared with, nearest first (recall: docs/scale.md)
+
+
 def embedding_pairs(
     vectors: np.ndarray,
     cosine_min: float,
@@ -192,6 +203,9 @@ def embedding_pairs(
     block_rows: int = 2048,
     block_cols: int = 4096,
     sample: int = 20000,
+    exact_max: int = EXACT_MAX_ROWS,
+    probes: int = IVF_PROBES,
+    cell_rows: int = IVF_CELL_ROWS,
     stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i < j) whose cosine is >= ``cosine_min``, exactly, without an N x N matrix.
@@ -203,6 +217,9 @@ def embedding_pairs(
     (k + 1)-d matrix product finds every candidate, and only candidates are re-scored in the
     full dimension. Nothing is approximate: recall is 1 by construction. A tile whose
     candidates are too dense to gather cheaply is re-scored as a full-dimension tile instead.
+
+    Past ``exact_max`` vectors, ``_ivf_pairs`` limits the pairs looked at (``probes`` cells
+    per vector); every pair it returns is still scored exactly.
     """
     X = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = X.shape
@@ -211,6 +228,9 @@ def embedding_pairs(
     if n < 2:
         return empty, empty, np.zeros(0, np.float32)
     eps = 1e-4  # float32 rounding in the bound
+    if n > exact_max and reduced_dim and dim > 2 * reduced_dim:
+        Z = _bounding_projection(X, reduced_dim, sample)
+        return _ivf_pairs(X, cosine_min, Z, cosine_min - eps, max(1, round(n / cell_rows)), probes, st)
     if reduced_dim and dim > 2 * reduced_dim and n > block_rows:
         Z = _bounding_projection(X, reduced_dim, sample)
         bound_thr = cosine_min - eps
@@ -280,3 +300,82 @@ def _bounding_projection(X: np.ndarray, k: int, sample: int) -> np.ndarray:
     resid = np.sqrt(np.maximum(0.0, np.einsum("ij,ij->i", X, X) - np.einsum("ij,ij->i", Z, Z)))
     # Inflate by a hair so float32 rounding can never make the bound undershoot.
     return np.hstack([Z, (resid * (1 + 1e-4) + 1e-4)[:, None]]).astype(np.float32)
+
+
+def _ivf_pairs(
+    X: np.ndarray, cosine_min: float, Z: np.ndarray, bound_thr: float, cells: int, probes: int, st: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) with cosine >= ``cosine_min`` among those sharing a cell: j's home cell
+    is one of i's ``probes`` nearest, or the other way round.
+
+    Cells are spherical k-means centroids of the PCA coordinates ``Z[:, :-1]``; within a
+    cell the residual bound of ``embedding_pairs`` prunes, and candidates are re-scored at
+    full dimension. Work grows as N x probes x (N / cells) instead of N^2.
+    """
+    n = len(X)
+    coords = Z[:, :-1]
+    centroids = _spherical_kmeans(coords, cells)
+    probes = min(probes, cells)
+    near = np.empty((n, probes), dtype=np.int32)
+    for s0 in range(0, n, 65536):  # nearest cells, a chunk of vectors at a time
+        sim = coords[s0 : s0 + 65536] @ centroids.T
+        top = np.argpartition(-sim, probes - 1, axis=1)[:, :probes] if probes < cells else np.tile(np.arange(cells), (len(sim), 1))  # fmt: skip
+        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1)
+        near[s0 : s0 + 65536] = np.take_along_axis(top, order, axis=1)
+    home = near[:, 0]
+    members = np.argsort(home, kind="stable")
+    m_starts = np.searchsorted(home[members], np.arange(cells + 1))
+    flat = near.ravel()
+    visitors = np.argsort(flat, kind="stable")
+    v_starts = np.searchsorted(flat[visitors], np.arange(cells + 1))
+    visitors //= probes  # row of each (vector, probe) entry
+    out_a, out_b, out_s = [], [], []
+    looked = candidates = 0
+    for c in range(cells):
+        m = members[m_starts[c] : m_starts[c + 1]]
+        q = visitors[v_starts[c] : v_starts[c + 1]]
+        if not len(m) or not len(q):
+            continue
+        zm, xm = Z[m], X[m]
+        for q0 in range(0, len(q), 4096):
+            qq = q[q0 : q0 + 4096]
+            tile = Z[qq] @ zm.T
+            looked += tile.size
+            ii, jj = np.nonzero(tile >= bound_thr)
+            a, b = qq[ii], m[jj]
+            keep = a != b
+            a, jj = a[keep], jj[keep]
+            candidates += len(a)
+            # Re-scored here, while the cell's rows are at hand: collecting every candidate
+            # first would hold about 1e8 pairs at a million vectors.
+            score = np.einsum("ij,ij->i", X[a], xm[jj])
+            ok = score >= cosine_min
+            a, b = a[ok], m[jj[ok]]
+            out_a.append(np.minimum(a, b))
+            out_b.append(np.maximum(a, b))
+            out_s.append(score[ok])
+    st.update(method="ivf", cells=cells, probes=probes, compared=looked, candidates=candidates, dense_tiles=0)
+    st["reduced_dim"] = Z.shape[1]
+    if not out_a:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    # A pair met from both sides (each in the other's probed cells) is kept once.
+    keys, first = np.unique(np.concatenate(out_a).astype(np.int64) * n + np.concatenate(out_b), return_index=True)
+    return keys // n, keys % n, np.concatenate(out_s)[first].astype(np.float32)
+
+
+def _spherical_kmeans(coords: np.ndarray, cells: int, iters: int = 10, per_cell: int = 40) -> np.ndarray:
+    """``cells`` unit centroids fitted on a sample of ``per_cell`` vectors a cell (deterministic)."""
+    rng = np.random.default_rng(0)
+    n = len(coords)
+    S = coords[np.sort(rng.choice(n, size=min(n, cells * per_cell), replace=False))]
+    S = S / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-12)
+    C = S[rng.choice(len(S), size=cells, replace=False)].copy()
+    for _ in range(iters):
+        label = np.argmax(S @ C.T, axis=1)
+        sums = np.zeros_like(C)
+        np.add.at(sums, label, S)
+        empty = np.flatnonzero(np.bincount(label, minlength=cells) == 0)
+        sums[empty] = S[rng.choice(len(S), size=len(empty), replace=False)]  # re-seed an empty cell
+        C = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return C.astype(np.float32)
