@@ -22,7 +22,6 @@ a table beside it (``.txt``).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -34,32 +33,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from imgdb.demo.server import serve
 from imgdb.engine.cluster import LocalCluster
+from imgdb.eval.shops import write_listing_shop
 from imgdb.store import Store
 
 TARGET = 0.80  # the issue: Ray on one machine at >= 80% of the local path's rate
-
-
-def write_shop(root: Path, n: int, per_page: int = 100) -> None:
-    """``n`` distinct small JPEGs on paginated listing pages (as tests/test_engine_ray.py serves)."""
-    rng = np.random.default_rng(10)
-    (root / "img").mkdir(parents=True)
-    (root / "list").mkdir()
-    pages = -(-n // per_page)
-    for page in range(pages):
-        tags = []
-        for i in range(page * per_page, min(n, (page + 1) * per_page)):
-            colours = (rng.random((4, 4, 3)) * 255).astype(np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(colours).resize((128, 96), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=85)
-            (root / "img" / f"{i}.jpg").write_bytes(buf.getvalue())
-            tags.append(f'<img src="/img/{i}.jpg" alt="item {i}">')
-        more = f'<a rel="next" href="/list/{page + 2}.html">Next</a>' if page + 1 < pages else ""
-        (root / "list" / f"{page + 1}.html").write_text(f"<html><body>{''.join(tags)}{more}</body></html>")
 
 
 def run_once(url: str, work: Path, engine: str, cluster: LocalCluster | None, n: int) -> dict[str, Any]:
@@ -91,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray-1": [], "ray-2": []}
     with tempfile.TemporaryDirectory(prefix="imgdb-bench-engine-") as tmp:
         work = Path(tmp)
-        write_shop(work / "site", args.n)
+        write_listing_shop(work / "site", args.n)
         with serve(work / "site") as base:
             url = base + "list/1.html"
             for _ in range(args.repeats):

@@ -11,7 +11,6 @@ Marked ``ray``: ``pytest -m ray`` runs only these, ``-m 'not ray'`` skips them.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from imgdb.acquire.ingest import IngestOptions, ingest
 from imgdb.engine.cluster import LocalCluster
+from imgdb.eval.shops import write_listing_shop
 from imgdb.imaging.model import Model
 from imgdb.store import Store
 from tests.server import LocalServer
@@ -34,28 +33,9 @@ pytest.importorskip("ray", reason="the ray extra is not installed: pip install -
 pytestmark = pytest.mark.ray
 
 IMAGES = 2000  # the issue's number
-PER_PAGE = 100
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-def write_shop(root: Path, n: int, per_page: int = PER_PAGE) -> None:
-    """``n`` distinct small JPEGs on paginated listing pages (``list/1.html`` links ``list/2.html``, ...)."""
-    rng = np.random.default_rng(10)
-    (root / "img").mkdir(parents=True)
-    (root / "list").mkdir()
-    pages = -(-n // per_page)
-    for page in range(pages):
-        tags = []
-        for i in range(page * per_page, min(n, (page + 1) * per_page)):
-            colours = (rng.random((4, 4, 3)) * 255).astype(np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(colours).resize((128, 96), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=85)
-            (root / "img" / f"{i}.jpg").write_bytes(buf.getvalue())
-            tags.append(f'<img src="/img/{i}.jpg" alt="item {i}">')
-        more = f'<a rel="next" href="/list/{page + 2}.html">Next</a>' if page + 1 < pages else ""
-        (root / "list" / f"{page + 1}.html").write_text(f"<html><body>{''.join(tags)}{more}</body></html>")
 
 
 @dataclass
@@ -68,7 +48,7 @@ class Shop:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     root = tmp_path_factory.mktemp("shop")
-    write_shop(root / "site", IMAGES)
+    write_listing_shop(root / "site", IMAGES)
     with LocalServer() as server:
         server.static(root / "site", prefix="/")
         url = server.url("/list/1.html")

@@ -880,13 +880,7 @@ class _Crawler:
         task.add_done_callback(self.downloads.discard)
 
     async def _download(self, link: Any, fetched: Any = None) -> None:
-        row = SourceRow(
-            source=safe_text(link.url),
-            kind="url",
-            page_url=safe_text(link.page_url or ""),
-            alt=safe_text(link.alt) if link.alt else link.alt,
-            title=safe_text(link.title) if link.title else link.title,
-        )
+        row = link_source(link)
         candidates = [link.url, *getattr(link, "fallbacks", ())] if fetched is None else [link.url]
         if fetched is None:
             for url in candidates:
@@ -933,6 +927,17 @@ class _Crawler:
             self.summary.run_id, safe_text(link.url), first.reason, safe_text(detail), safe_text(link.page_url) or None
         )
         return None
+
+
+def link_source(link: Any) -> SourceRow:
+    """The source row of an image link found on a page (``crawl.ImageLink``)."""
+    return SourceRow(
+        source=safe_text(link.url),
+        kind="url",
+        page_url=safe_text(link.page_url or ""),
+        alt=safe_text(link.alt) if link.alt else link.alt,
+        title=safe_text(link.title) if link.title else link.title,
+    )
 
 
 _NOT_RETRIED = "not retried: its last attempt could not connect (use --retry-failed or --refresh)"

@@ -35,6 +35,7 @@ from imgdb.acquire.ingest import (
     _Crawler,
     _default_min_size,
     _file_candidates,
+    link_source,
     safe_text,
 )
 from imgdb.errors import UsageError
@@ -243,14 +244,7 @@ class _QueueingCrawler(_Crawler):
         if not urls:
             await self._fetch_first(link, candidates)  # records the "not-retried" failure
             return
-        row = SourceRow(
-            source=safe_text(link.url),
-            kind="url",
-            page_url=safe_text(link.page_url or ""),
-            alt=safe_text(link.alt) if link.alt else link.alt,
-            title=safe_text(link.title) if link.title else link.title,
-        )
-        self.work.add(Candidate(row), urls)
+        self.work.add(Candidate(link_source(link)), urls)
 
 
 class Committer:

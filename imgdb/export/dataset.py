@@ -39,7 +39,7 @@ import os
 import re
 import tarfile
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -49,7 +49,7 @@ import numpy as np
 
 from imgdb import __version__
 from imgdb.errors import UsageError
-from imgdb.export import extension
+from imgdb.export import _writing, extension
 from imgdb.store import Store
 from imgdb.store.sql import check_single_statement
 
@@ -592,15 +592,6 @@ def _json_value(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------
 # the folder: only what is ours is replaced
-
-
-@contextmanager
-def _writing(out: Path) -> Iterator[None]:
-    """A folder we cannot write (permissions, a full disk) is a one-line error."""
-    try:
-        yield
-    except OSError as exc:
-        raise UsageError(f"cannot write the export to {out}: {exc.strerror or exc}") from None
 
 
 def _open_new(path: Path) -> Any:

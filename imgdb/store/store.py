@@ -852,13 +852,7 @@ class Store:
         """Cache a thumbnail; any process may (readers too): written aside and renamed into place."""
         final = self.thumbnail_path(image_id, size)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _write_aside(final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}"), final, data)
 
     def blob_ok(self, image_id: str, size: int | None) -> bool:
         """Cheap check (one stat): the blob exists and has ``size`` bytes."""
@@ -886,15 +880,9 @@ class Store:
         tmp_dir = self.path / "blobs" / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}"
         # No fsync per blob: it would cap ingest far below the model's rate. Process death
         # (Ctrl-C, kill -9) cannot lose written pages; only a power loss could.
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _write_aside(tmp_dir / f"{image_id}.{os.getpid()}.{threading.get_ident()}", final, data)
         return True
 
     # -- writing -----------------------------------------------------------------
@@ -1235,3 +1223,13 @@ def _du(path: Path) -> int:
             with suppress(OSError):
                 total += os.stat(os.path.join(root, name)).st_size
     return total
+
+
+def _write_aside(tmp: Path, final: Path, data: bytes) -> None:
+    """Write ``data`` to ``tmp`` and rename it to ``final``: readers see all of it or nothing."""
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
