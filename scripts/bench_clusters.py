@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from imgdb.eval.tables import render
+
 TARGET_RATIO = 1.3
 TARGET_SPREAD = 0.20
 CENTRES = 40
@@ -174,16 +176,6 @@ def measure(variant: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     if done.returncode != 0:
         raise SystemExit(f"{variant} at N={n} failed:\n{done.stderr[-2000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def render(title: str, header: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    return "\n".join([title, line(cells[0]), line(["-" * w for w in widths]), *(line(r) for r in cells[1:])])
 
 
 def main(argv: list[str] | None = None) -> int:

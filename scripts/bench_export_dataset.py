@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from imgdb.eval.tables import render
 
 VARIANTS = ("floor", "parquet", "webdataset", "paths")
 
@@ -127,16 +130,9 @@ def measure(variant: str, store: Path, scratch: Path, run: int) -> dict[str, Any
         capture_output=True,
         text=True,
     )
-    subprocess.run(["rm", "-rf", f"{out}-0", f"{out}-1"], check=True)
+    for leftover in (f"{out}-0", f"{out}-1"):
+        shutil.rmtree(leftover, ignore_errors=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def render(header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(rows[-1], flush=True)
     header = ["n", "variant", "cold s", "x floor", "warm s", "x floor", "warm img/s", "peak RSS MiB", "output MiB"]
-    table = render(header, rows)
+    table = render(None, header, rows)
     machine = {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),

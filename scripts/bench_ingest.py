@@ -75,6 +75,7 @@ from PIL import Image, ImageDraw
 
 from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
 from imgdb.errors import DecodeError
+from imgdb.eval.tables import render
 from imgdb.imaging.decode import decode
 from imgdb.imaging.model import Model, ModelSpec
 from imgdb.store import Store
@@ -410,17 +411,6 @@ def machine_info() -> dict[str, Any]:
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "IMGDB_THREADS": os.environ.get("IMGDB_THREADS"),
     }
-
-
-def render(title: str, header: list[str], rows: list[list[Any]]) -> str:
-    """A plain-text table: first column left-aligned, the others right-aligned."""
-    cells = [[str(c) for c in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-    return "\n".join([title, line(cells[0]), line(["-" * w for w in widths]), *(line(r) for r in cells[1:])])
 
 
 def pct(share: float | None) -> str:

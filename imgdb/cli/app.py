@@ -43,10 +43,6 @@ def _argument_name(param: Any) -> str:
     return name if param.required else f"[{name}]"
 
 
-class Group(TyperGroup):
-    pass
-
-
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -54,7 +50,7 @@ def _typer(text: str | None, **kwargs: Any) -> typer.Typer:
     if text is not None:  # else Typer takes the help from the callback's docstring
         kwargs["help"] = text
     return typer.Typer(
-        cls=Group,
+        cls=TyperGroup,
         rich_markup_mode=None,
         context_settings=_SETTINGS,
         pretty_exceptions_enable=False,
@@ -107,6 +103,15 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Nl = Annotated[bool, typer.Option("--nl", help="Print newline-delimited JSON, one object per row.")]
 Csv = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
 Tsv = Annotated[bool, typer.Option("--tsv", help="Print tab-separated values.")]
+Where = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SQL",
+        show_default=False,
+        help="Only images matching this SQL predicate over image and source columns, "
+        "e.g. \"width >= 500 AND site = 'shop.example'\" [default: all].",
+    ),
+]
 Model = Annotated[
     Path | None,
     typer.Option(
@@ -280,15 +285,7 @@ def similar(
     ],
     db: Db = None,
     limit: Annotated[int, typer.Option("-k", "--limit", min=1, metavar="N", help="How many neighbours.")] = 10,
-    where: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SQL",
-            show_default=False,
-            help="Only images matching this SQL predicate over image and source columns, "
-            "e.g. \"width >= 500 AND site = 'shop.example'\" [default: all].",
-        ),
-    ] = None,
+    where: Where = None,
     add: Annotated[bool, typer.Option("--add", help="Also store the query image.")] = False,
     model: Model = None,
     json: Json = False,
@@ -623,13 +620,8 @@ def _show_dupes(result: Any, fmt: str, gallery: Path | None) -> None:
         dupe_groups(result)
     else:
         rows(*dupe_rows(result), fmt=fmt)
-    if gallery is not None:
-        from imgdb.cli.present import err_console
-
-        # On stderr when the data goes to stdout, so a pipe gets the data only.
-        (say if fmt == "table" else lambda *p: err_console.print(" ".join(map(str, p)), markup=False))(
-            "wrote gallery to", gallery
-        )
+    if gallery is not None:  # on stderr when the data goes to stdout, so a pipe gets the data only
+        say("wrote gallery to", gallery, err=fmt != "table")
 
 
 @dupes_app.command("reject", cls=Command)
@@ -696,12 +688,7 @@ def export_dataset(
         str,
         typer.Option("--format", metavar="FORMAT", help="parquet, or webdataset (tar shards, as img2dataset writes)."),
     ] = "parquet",
-    where: Annotated[
-        str | None,
-        typer.Option(
-            metavar="SQL", show_default=False, help="Only images matching this predicate, as in similar [default: all]."
-        ),
-    ] = None,
+    where: Where = None,
     paths: Annotated[
         bool, typer.Option("--paths", help="Parquet: the blob's path in the store instead of the image bytes.")
     ] = False,

@@ -69,9 +69,9 @@ def warning(message: str) -> None:
     )
 
 
-def say(*parts: object) -> None:
-    """A line of plain text on stdout (paths and names in it shown as they are)."""
-    console.print(Text(" ".join(visible(p) for p in parts)), highlight=False, soft_wrap=True)
+def say(*parts: object, err: bool = False) -> None:
+    """A line of plain text on stdout (``err``: stderr), paths and names in it shown as they are."""
+    (err_console if err else console).print(Text(" ".join(visible(p) for p in parts)), highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -129,7 +129,6 @@ class ProgressView:
     def done(self, task: str, n: int = 1) -> None:
         with self._lock:
             state = self._state(task)
-            state.done += n
             self.progress.advance(state.id, n)
             if self.enabled and not self.live and time.monotonic() - self._last_line >= self.every:
                 self._last_line = time.monotonic()
@@ -151,18 +150,18 @@ class _TaskState:
     id: Any
     found: int = 0
     fixed: bool = False
-    done: int = 0
-    failed: int = 0
+    failed: int = 0  # rich counts what is done (task.completed), not what failed
 
     def line(self, task: Any) -> str:
         """ "1,200/2,485, 113.2/s, ETA 0:00:11, 3 failed": what a bar shows, as text."""
-        parts = [f"{self.done:,}/{self.found:,}" if self.fixed else f"{self.done:,}/≥{self.found:,}"]
+        done = int(task.completed)
+        parts = [f"{done:,}/{self.found:,}" if self.fixed else f"{done:,}/≥{self.found:,}"]
         elapsed = task.elapsed or 0.0
-        rate = task.speed or (self.done / elapsed if elapsed > 0 else None)
+        rate = task.speed or (done / elapsed if elapsed > 0 else None)
         if rate:
             parts.append(f"{rate:.1f}/s")
-            if self.fixed and self.found > self.done:
-                parts.append(f"ETA {_clock((self.found - self.done) / rate)}")
+            if self.fixed and self.found > done:
+                parts.append(f"ETA {_clock((self.found - done) / rate)}")
         if self.failed:
             parts.append(f"{self.failed:,} failed")
         return ", ".join(parts)
