@@ -285,13 +285,11 @@ class Collection:
         from imgdb.dedup.results import evidence_line
         from imgdb.export import GalleryGroup, export_groups
 
-        evidence = {(p.a, p.b): p for p in result.pairs}
         groups = []
         for g in result.groups:
             captions = {g.keep_id: "kept"}
             for m in g.members[1:]:
-                pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
-                captions[m.image_id] = evidence_line(pair, m.kind or "duplicate") + (
+                captions[m.image_id] = evidence_line(result.pair(m.image_id, g.keep_id), m.kind or "duplicate") + (
                     f" | imgdb dupes reject {g.keep_id[:12]} {m.image_id[:12]}"
                 )
             groups.append(

@@ -269,8 +269,7 @@ class Processor:
         self.progress = progress
         self.options = options
         self.embedded = store.vector_ids(self.spec.key)  # ids with a vector for this model
-        self.sizes = store.image_sizes()  # id -> bytes of every stored image, to check its blob cheaply
-        self.stored = set(self.sizes)
+        self.sizes = store.image_sizes()  # id -> bytes of every stored image (its keys: what is stored)
         self._batch: dict[str, tuple[_Prepared, list[SourceRow]]] = {}
         self._sources: list[tuple[str, SourceRow]] = []
         self._writer: ThreadPoolExecutor | None = None
@@ -312,11 +311,11 @@ class Processor:
     def _prepare(self, cand: Candidate) -> _Prepared:
         """Worker thread: bytes -> id, and pixels -> tensor unless already embedded."""
         known = cand.known_id
-        if known and known in self.embedded and known in self.stored and self.store.blob_ok(known, self.sizes[known]):
+        if known and known in self.embedded and known in self.sizes and self.store.blob_ok(known, self.sizes[known]):
             return _Prepared(known, None)
         data = cand.data if cand.data is not None else _read(cand.path)
         image_id = hashlib.sha256(data).hexdigest()
-        if image_id in self.embedded and image_id in self.stored:
+        if image_id in self.embedded and image_id in self.sizes:
             # The bytes are in hand: a missing or damaged blob is rewritten (an intact one is not).
             return _Prepared(image_id, None, restored=self.store.restore_blob(image_id, data))
         decoded = decode(data, target=self.spec.decode_target)
@@ -360,15 +359,14 @@ class Processor:
         sources, self._sources = self._sources, []
         if batch:
             vectors = self.model.submit(np.stack([_tensor(p) for p, _ in batch]))
-            fresh = [i for i, (p, _) in enumerate(batch) if p.id not in self.stored]
-            again = [i for i, (p, _) in enumerate(batch) if p.id in self.stored]
+            fresh = [i for i, (p, _) in enumerate(batch) if p.id not in self.sizes]
+            again = [i for i, (p, _) in enumerate(batch) if p.id in self.sizes]
             # Stored under another model: only this model's vector and the sources are new.
             sources += [(batch[i][0].id, s) for i in again for s in batch[i][1]]
             self.summary.new += len(fresh)
             self.summary.already_stored += len(again)  # later sources were counted in _take
             ids = {p.id for p, _ in batch}
             self.embedded |= ids
-            self.stored |= ids
             self.sizes.update((p.id, len(p.data or b"")) for p, _ in batch if p.id not in self.sizes)
             self._queued.append((vectors, self._store_batch, (batch, fresh, again, sources)))
         elif sources:

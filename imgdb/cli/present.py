@@ -341,7 +341,6 @@ def dupe_groups(result: Any) -> None:
     """One row per group (kept member first, each other with its evidence), then the recolours."""
     from imgdb.dedup.results import evidence_line
 
-    evidence = {(p.a, p.b): p for p in result.pairs}
     table = Table()
     for name in ("group", "size", "members (kept first) and evidence"):
         table.add_column(name, overflow="fold")
@@ -355,7 +354,7 @@ def dupe_groups(result: Any) -> None:
                 f"{visible(where)}{more}"
             )
             if m.image_id != g.keep_id:
-                pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
+                pair = result.pair(m.image_id, g.keep_id)
                 lines.append(f"       {visible(evidence_line(pair, m.kind or 'duplicate'))}")
         table.add_row(str(g.group_id), str(g.size), Text("\n".join(lines)))
     if result.groups:
@@ -375,11 +374,10 @@ def dupe_rows(result: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
         "group", "keep", "image_id", "kind", "stages", "phash_distance", "square_distance", "cosine", "inliers",
         "matched_area", "changed", "width", "height", "source",
     ]  # fmt: skip
-    evidence = {(p.a, p.b): p for p in result.pairs}
     data = []
     for g in result.groups:
         for m in g.members:
-            pair = evidence.get((min(m.image_id, g.keep_id), max(m.image_id, g.keep_id)))
+            pair = result.pair(m.image_id, g.keep_id)
             ev = (
                 [m.kind, "+".join(pair.stages), pair.phash_distance, pair.square_distance, pair.cosine, pair.inliers,
                  pair.matched_area, pair.changed]

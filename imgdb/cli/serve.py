@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from imgdb.cli.app import Db, Model, _errors, command
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @command()
@@ -33,7 +30,7 @@ def serve(
     """
     from imgdb import serve as web
 
-    if host not in LOOPBACK:
+    if not web.is_loopback(host):
         typer.echo(
             f"warning: listening on {host}: anyone who can reach this machine can browse the store "
             "and record dupes decisions (imgdb serve has no login)",
@@ -45,11 +42,5 @@ def serve(
             host=host,
             port=port,
             model=model,
-            ready=lambda url: typer.echo(f"imgdb serve: {url} (store {_store(db)}); Ctrl-C stops it"),
+            ready=lambda url, store: typer.echo(f"imgdb serve: {url} (store {store}); Ctrl-C stops it"),
         )
-
-
-def _store(db: Path | None) -> Path:
-    from imgdb.config import default_store_path
-
-    return db if db is not None else default_store_path()

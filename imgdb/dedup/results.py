@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from imgdb.store import ImageInfo
@@ -104,6 +105,14 @@ class DupeResult:
     @property
     def recolours(self) -> list[Pair]:
         return [p for p in self.pairs if p.kind == "recolour"]
+
+    def pair(self, a: str, b: str) -> Pair | None:
+        """The kept pair of two images (either order) with its evidence; None if not paired."""
+        return self._by_ids.get((min(a, b), max(a, b)))
+
+    @cached_property
+    def _by_ids(self) -> dict[tuple[str, str], Pair]:
+        return {(p.a, p.b): p for p in self.pairs}
 
 
 def evidence_line(pair: Pair | None, kind: str) -> str:

@@ -76,7 +76,8 @@ def run_on_ray(
         work.add_all(_file_candidates(store, paths, summary, progress, options.max_images))
     if urls:
         work.crawl(urls)
-    committer = Committer(store, model.spec.key, summary, progress, COMMIT_ROWS)
+    # What the store held before the run: the work list read it already.
+    committer = Committer(store, model.spec.key, summary, progress, COMMIT_ROWS, set(work.embedded), set(work.sizes))
     committer.settle(work.settled)
     if work.items:
         started_here = not ray.is_initialized()
@@ -90,7 +91,6 @@ def run_on_ray(
             committer.flush()
             if started_here:
                 ray.shutdown()
-    committer.flush()
 
 
 def _import_ray() -> Any:
@@ -231,33 +231,36 @@ class _QueueingCrawler(_Crawler):
         super().__init__(work.store, handoff, work.summary, work.progress, work.options, work.sizes)
         self.work = work
 
-    async def _download(self, link: Any, fetched: Any = None) -> None:
-        candidates = [link.url, *getattr(link, "fallbacks", ())]
-        known = any(
-            u in self.known_urls and self.store.blob_ok(self.known_urls[u], self.work.sizes.get(self.known_urls[u]))
-            for u in candidates
-        )
-        if fetched is not None or known:
-            await super()._download(link, fetched)  # bytes in hand, or read from the store
-            return
-        urls = [u for u in candidates if u not in self.not_retried]
-        if not urls:
-            await self._fetch_first(link, candidates)  # records the "not-retried" failure
-            return
-        self.work.add(Candidate(link_source(link)), urls)
+    async def _fetch_first(self, link: Any, urls: list[str]) -> Any:
+        """Where the local crawler would download (bytes not in hand, URL not stored): queue
+        the URLs for the cluster instead."""
+        kept = [u for u in urls if u not in self.not_retried]
+        if not kept:
+            return await super()._fetch_first(link, urls)  # records the "not-retried" failure
+        self.work.add(Candidate(link_source(link)), kept)
+        return None
 
 
 class Committer:
     """The one committing step: cluster results into the store, through ``Store``'s methods."""
 
-    def __init__(self, store: Store, model_key: str, summary: IngestSummary, progress: Progress, batch_rows: int):
+    def __init__(
+        self,
+        store: Store,
+        model_key: str,
+        summary: IngestSummary,
+        progress: Progress,
+        batch_rows: int,
+        embedded: set[str],
+        stored: set[str],
+    ):
         self.store = store
         self.key = model_key
         self.summary = summary
         self.progress = progress
         self.batch_rows = batch_rows
-        self.embedded = store.vector_ids(model_key)
-        self.stored = store.image_ids()
+        self.embedded = embedded  # ids with a vector for this model
+        self.stored = stored  # ids in the store
         self.images: dict[str, tuple[NewImage, np.ndarray]] = {}  # new to the store
         self.vectors: dict[str, np.ndarray] = {}  # stored already, new to this model
         self.sources: list[tuple[str, SourceRow]] = []

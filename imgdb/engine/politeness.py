@@ -28,7 +28,6 @@ class HostLimiter:
         self.next_slot: dict[str, float] = {}  # host -> monotonic time of its next Crawl-delay slot
         self.changed = asyncio.Condition()
         self.tokens = itertools.count(1)
-        self.peak: dict[str, int] = {}  # host -> most slots ever held at once
 
     async def acquire(self, host: str, crawl_delay: float = 0.0) -> int:
         """Wait for a free slot of ``host`` (and its Crawl-delay turn); returns the slot's token."""
@@ -44,7 +43,6 @@ class HostLimiter:
                     await asyncio.wait_for(self.changed.wait(), timeout=min(held.values()) - now + 0.01)
             token = next(self.tokens)
             held[token] = now + self.lease
-            self.peak[host] = max(self.peak.get(host, 0), len(held))
             wait = 0.0
             if crawl_delay > 0:
                 slot = max(now, self.next_slot.get(host, now))
@@ -58,10 +56,6 @@ class HostLimiter:
         async with self.changed:
             self.held.get(host, {}).pop(token, None)
             self.changed.notify_all()
-
-    def peaks(self) -> dict[str, int]:
-        """Most concurrent requests each host saw (what the tests check)."""
-        return dict(self.peak)
 
 
 def limiter_actor(policy: FetchPolicy, node_id: str | None = None) -> Any:

@@ -214,9 +214,14 @@ def _make_way(path: Path) -> None:
 def _write_file(path: Path, data: bytes) -> None:
     """Write a file of the export, replacing only one an export wrote, never through a link."""
     _make_way(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    with os.fdopen(os.open(path, flags, 0o644), "wb") as fh:
+    with _open_new(path) as fh:
         fh.write(data)
+
+
+def _open_new(path: Path) -> Any:
+    """A new file, never through a link, never over an existing one."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    return os.fdopen(os.open(path, flags, 0o644), "wb")
 
 
 @contextmanager

@@ -49,7 +49,7 @@ import numpy as np
 
 from imgdb import __version__
 from imgdb.errors import UsageError
-from imgdb.export import _writing, extension
+from imgdb.export import _open_new, _writing, extension
 from imgdb.store import Store
 from imgdb.store.sql import check_single_statement
 
@@ -133,8 +133,7 @@ def export_dataset(
         raise UsageError("a --where filter needs the collection opened read-only (mode='r')")
     out = Path(to)
     model_key, dim = _model(store, model)
-    filter_sql = _check_where(store, where)
-    total = int(store.query(f"SELECT count(*) FROM images WHERE true {filter_sql}")[0][0])
+    filter_sql, total = _filtered(store, where)
     cluster_run, dupes_run = store.latest_run("clusters"), store.latest_run("dupes")
     with store.errors():  # a damaged vectors table is a one-line error
         rows = store.vectors(model_key).search().select(["id"]).with_row_id(True).limit(None).to_arrow()
@@ -181,10 +180,10 @@ def _model(store: Store, model: str | None) -> tuple[str, int]:
     return key, int(models[key])
 
 
-def _check_where(store: Store, where: str | None) -> str:
-    """The SQL that filters ``images`` by ``where`` (checked by running it once), or ""."""
+def _filtered(store: Store, where: str | None) -> tuple[str, int]:
+    """The SQL that filters ``images`` by ``where`` (or ""), and how many images it keeps."""
     if where is None:
-        return ""
+        return "", int(store.query("SELECT count(*) FROM images")[0][0])
     import duckdb
 
     if not where.strip():
@@ -195,10 +194,9 @@ def _check_where(store: Store, where: str | None) -> str:
         raise UsageError(f"bad --where: {str(exc).removeprefix('SQL error: ')}") from None
     sql = f"AND id IN (SELECT id FROM image_sources WHERE ({where}))"
     try:
-        store.query(f"SELECT count(*) FROM images WHERE true {sql}")
+        return sql, int(store.query(f"SELECT count(*) FROM images WHERE true {sql}")[0][0])
     except duckdb.Error as exc:
         raise UsageError(f"bad --where: {_sql_message(exc)}") from None
-    return sql
 
 
 def _sql_message(exc: BaseException) -> str:
@@ -592,12 +590,6 @@ def _json_value(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------
 # the folder: only what is ours is replaced
-
-
-def _open_new(path: Path) -> Any:
-    """A new file, never through a link, never over an existing one."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    return os.fdopen(os.open(path, flags, 0o644), "wb")
 
 
 def _write_new(path: Path, data: bytes) -> None:

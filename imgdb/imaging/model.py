@@ -38,7 +38,6 @@ from imgdb.errors import ModelError
 if TYPE_CHECKING:
     import onnxruntime
 
-DTYPES = {"float32": np.float32, "uint8": np.uint8}
 _ONNX_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
 
 _RESAMPLE = {
@@ -114,8 +113,8 @@ class ModelSpec:
             raise ModelError(f"bad model spec {json_path}: {exc!r}") from None
         if spec.layout not in ("NCHW", "NHWC"):
             raise ModelError(f"bad model spec {json_path}: layout must be NCHW or NHWC")
-        if spec.dtype not in DTYPES:
-            raise ModelError(f"bad model spec {json_path}: input dtype must be one of {sorted(DTYPES)}")
+        if spec.dtype not in _ONNX_TYPES:
+            raise ModelError(f"bad model spec {json_path}: input dtype must be one of {sorted(_ONNX_TYPES)}")
         if spec.interpolation not in _RESAMPLE:
             raise ModelError(f"bad model spec {json_path}: interpolation must be one of {sorted(_RESAMPLE)}")
         if not 0 < spec.crop_fraction <= 1:

@@ -16,6 +16,6 @@ the web HTML-escaped (and a Content-Security-Policy without inline scripts), POS
 from the app's own pages.
 """
 
-from imgdb.serve.app import DEFAULT_PORT, Library, create_app, run
+from imgdb.serve.app import DEFAULT_PORT, Library, create_app, is_loopback, run
 
-__all__ = ["DEFAULT_PORT", "Library", "create_app", "run"]
+__all__ = ["DEFAULT_PORT", "Library", "create_app", "is_loopback", "run"]

@@ -46,7 +46,6 @@ class DupesJob:
     """A dupes run started from the review page (one at a time)."""
 
     running: bool = False
-    keep: str = ""
     message: str = ""  # the last run's outcome or error, one line
 
 
@@ -68,11 +67,11 @@ class Library:
         self._requests_lock = threading.Lock()
 
     def warm(self) -> None:
-        """Load the model and open the vectors table now, not on the first request."""
+        """Load the model and open the vectors dataset searches read, not on the first request."""
         _ = self.reader.model
-        key = self.reader.store.main_model()
-        if key is not None:
-            self.reader.store.vectors(key)
+        key = self.reader.spec.key
+        if self.reader.store.query("SELECT 1 FROM models WHERE key = ?", [key]):
+            self.reader.store.count_vectors(key)
 
     def facets(self) -> tuple[list[Any], list[Any], list[Any]]:
         """The filter form's choices (sites, formats, clusters, with counts), counted again
@@ -140,22 +139,16 @@ class Library:
 
     def run_dupes(self, keep: str) -> None:
         """``imgdb dupes --keep KEEP`` in a thread: a new run that respects every reject."""
-        from imgdb.dedup import COSINE_MIN, DEFAULT_METHODS, PHASH_MAX_DISTANCE
         from imgdb.errors import ImgdbError
 
         if self.job.running:
             return
-        self.job = DupesJob(running=True, keep=keep, message=f"finding duplicates (keeping the {keep})...")
+        self.job = DupesJob(running=True, message=f"finding duplicates (keeping the {keep})...")
 
         def work() -> None:
             try:
                 with self.writer() as images:
-                    result = images.find_dupes(
-                        methods=DEFAULT_METHODS,
-                        keep=keep,
-                        phash_max_distance=PHASH_MAX_DISTANCE,
-                        cosine_min=COSINE_MIN,
-                    )
+                    result = images.find_dupes(keep=keep)
                 self.job.message = f"run {result.run_id}: {len(result.groups)} groups"
             except ImgdbError as exc:
                 self.job.message = f"the dupes run failed: {exc}"
@@ -227,7 +220,7 @@ def create_app(library: Library, *, host: str = "127.0.0.1") -> Starlette:
             library.close()
 
     middleware = [Middleware(SafetyHeaders), Middleware(TrackRequests, library=library)]
-    if _is_loopback(host):
+    if is_loopback(host):
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"]))
     app = Starlette(
         routes=[
@@ -242,7 +235,7 @@ def create_app(library: Library, *, host: str = "127.0.0.1") -> Starlette:
     return app
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -259,7 +252,7 @@ def run(
     model: str | Path | None = None,
     ready: Any = None,
 ) -> None:
-    """Serve the store at ``path`` until interrupted; ``ready(url)`` is called once it listens."""
+    """Serve the store at ``path`` until interrupted; ``ready(url, store_path)`` is called once it listens."""
     import uvicorn
 
     library = Library(path, model)
@@ -273,7 +266,7 @@ def run(
         async def startup(sockets: Any = None) -> None:
             await original_startup(sockets)
             shown = f"[{host}]" if ":" in host else host
-            ready(f"http://{shown}:{port}/")
+            ready(f"http://{shown}:{port}/", library.path)
 
         server.startup = startup  # type: ignore[method-assign]
     server.run()

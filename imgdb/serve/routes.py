@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from imgdb.collection import Collection
+from imgdb.dedup.grouping import KEEP_POLICIES
 from imgdb.errors import DecodeError, ImgdbError, StoreBusy, UsageError
 
 PAGE_SIZE = 60
@@ -29,7 +30,6 @@ THUMB_SIZE = 256
 #: An uploaded query image: at most this many bytes and pixels (then ``imaging.decode``'s own guards).
 UPLOAD_MAX_BYTES = 20 * 2**20
 UPLOAD_MAX_PIXELS = 40_000_000
-KEEP_POLICIES = ("largest", "smallest", "earliest", "latest")
 
 _ID = re.compile(r"[0-9a-f]{64}")
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
@@ -273,7 +273,7 @@ def clusters_page(request: Request) -> HTMLResponse:
         "SELECT id, created_at, method, k, n_images, silhouette FROM cluster_runs ORDER BY id DESC LIMIT 100"
     )
     if not runs:
-        return render(request, "clusters.html", runs=[], run=None, clusters=[], samples={}, infos={})
+        return render(request, "clusters.html", runs=[], run=None, clusters=[], samples={})
     run_id = _int(request.query_params.get("run"), runs[0][0], 1)
     run_id, clusters = images.clusters(run_id)
     _, rows = images.sql(
@@ -329,15 +329,13 @@ def dupes_page(request: Request) -> HTMLResponse:
             request, "dupes.html", result=None, groups=[], job=library.job, error=str(exc), keeps=KEEP_POLICIES
         )
     rejects = images.rejects()
-    evidence = {(p.a, p.b): p for p in result.pairs}
     groups = []
     for g in result.groups:
         others = [m for m in g.members[1:] if _pair(g.keep_id, m.image_id) not in rejects]
         if not others and not (g.stage == "exact" and g.copies > 1):
             continue  # every member was ruled "not a duplicate" of the kept one
         members = [(g.members[0], "kept", None)] + [
-            (m, evidence_line(evidence.get(_pair(g.keep_id, m.image_id)), m.kind or "duplicate"), g.keep_id)
-            for m in others
+            (m, evidence_line(result.pair(g.keep_id, m.image_id), m.kind or "duplicate"), g.keep_id) for m in others
         ]
         groups.append((g, members))
     recolours = []
