@@ -1,10 +1,11 @@
 """Pair finding on arrays: every function returns index pairs ``i < j`` into the caller's arrays.
 
 ``equal_pairs``     every pair of equal, non-None keys.
-``hash_pairs``      64-bit hashes within a Hamming distance, by band bucketing: with t bits
-                    allowed, of t + 1 bands at least one is equal in any pair within the
-                    distance (pigeonhole). When an estimate of the bucket sizes says a
-                    blocked brute force would check fewer pairs, that runs instead.
+``hash_pairs``      64-bit hashes within a Hamming distance, by multi-index hashing: split
+                    into s substrings with radii summing to t - s + 1, any pair within t
+                    bits is within its radius on some substring (pigeonhole), so only
+                    buckets that close are paired and checked. A cost model picks s (and
+                    brute force for few hashes); the pairs are exactly brute force's.
 ``embedding_pairs`` L2-normalised vectors with cosine >= t, exactly: a blocked product on
                     (PCA-k projection + residual norm) vectors bounds every cosine from
                     above (Cauchy-Schwarz on the residual), so no pair >= t is missed, and
@@ -20,6 +21,8 @@ No function holds an N x N matrix; memory is bounded by a block or chunk size.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
+from itertools import combinations
+from math import comb
 from typing import Any
 
 import numpy as np
@@ -78,69 +81,24 @@ def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, counts
 
 
-def _bands(max_distance: int, bits: int = 64) -> list[tuple[int, int]]:
-    """(shift, width) of max_distance + 1 bands covering the bits as evenly as possible."""
-    n = min(bits, max_distance + 1)
-    widths = [bits // n + (1 if i < bits % n else 0) for i in range(n)]
-    out, shift = [], 0
-    for w in widths:
-        out.append((shift, w))
-        shift += w
-    return out
-
-
 def hash_pairs(
     hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 22
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i < j) of 64-bit hashes within ``max_distance`` bits, and their distances.
 
     Identical hash values are collapsed first (any number of equal hashes cost one bucket
-    entry), then the distinct values are searched by bands: of ``max_distance + 1``
-    bands at least one is equal in any pair within the distance (pigeonhole), so only pairs
-    sharing a band value are checked. When the buckets are so full that this would check
-    more pairs than brute force, a blocked brute force runs instead. Memory stays bounded by
-    ``max_chunk`` candidate pairs at a time.
+    entry), then the distinct values are searched by multi-index hashing
+    (``_near_values``), or by a blocked brute force when that is cheaper (few values).
+    The pairs are exactly those of the brute force. Memory stays bounded by ``max_chunk``
+    candidate pairs at a time.
     """
     h = np.asarray(hashes, dtype=np.uint64)
     empty = np.zeros(0, np.int64)
     if len(h) < 2:
         return empty, empty, empty.astype(np.int16)
     uniq, inverse = np.unique(h, return_inverse=True)
-    m = len(uniq)
-    us, vs, ds = [], [], []
-    bands = _bands(max_distance)
-    band_keys = []
-    estimate = 0
-    for shift, width in bands:
-        key = (uniq >> np.uint64(shift)) & np.uint64((1 << width) - 1)
-        order = np.argsort(key, kind="stable")
-        starts, counts = _runs(key[order])
-        band_keys.append((order, starts, counts))
-        estimate += int((counts * (counts - 1) // 2).sum())
-    if estimate * 3 > m * (m - 1) // 2:  # buckets too full: brute force is cheaper
-        block = max(1, max_chunk // max(m, 1))
-        for r0 in range(0, m, block):
-            r1 = min(m, r0 + block)
-            d = popcount64(uniq[r0:r1, None] ^ uniq[None, r0:]).reshape(r1 - r0, m - r0)
-            ii, jj = np.nonzero(d <= max_distance)
-            ok = jj > ii
-            us.append(ii[ok] + r0)
-            vs.append(jj[ok] + r0)
-            ds.append(d[ii[ok], jj[ok]])
-    else:
-        for order, starts, counts in band_keys:
-            for a, b in _run_pairs(order, starts, counts, max_chunk):
-                d = popcount64(uniq[a] ^ uniq[b])
-                ok = d <= max_distance
-                us.append(np.minimum(a[ok], b[ok]))
-                vs.append(np.maximum(a[ok], b[ok]))
-                ds.append(d[ok])
-    u = np.concatenate(us) if us else empty
-    v = np.concatenate(vs) if vs else empty
-    d = np.concatenate(ds) if ds else empty.astype(np.int16)
-    if len(u):  # a pair equal in several bands was found several times
-        _, first = np.unique(u.astype(np.int64) * m + v, return_index=True)
-        u, v, d = u[first], v[first], d[first]
+    inverse = inverse.ravel()
+    u, v, d = _near_values(uniq, max_distance, max_chunk)
     # Expand distinct-value pairs back to image pairs, plus pairs inside equal-value classes.
     img_order = np.argsort(inverse, kind="stable")
     cstart, ccount = _runs(inverse[img_order])
@@ -152,6 +110,134 @@ def hash_pairs(
         parts_d.append(np.zeros(len(a), np.int16))
     a, b, dist = np.concatenate(parts_a), np.concatenate(parts_b), np.concatenate(parts_d)
     return np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), dist.astype(np.int16)
+
+
+def _near_values(uniq: np.ndarray, t: int, max_chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (u < v) of distinct sorted 64-bit values within ``t`` bits, each once, with distances.
+
+    Multi-index hashing: the 64 bits are split into substrings p with radii r_p such that
+    sum(r_p + 1) > t, so a pair within ``t`` bits is within r_p bits on at least one
+    substring (pigeonhole). Per substring, the values are bucketed by its bits and every
+    bucket is paired with the buckets at most r_p bits away (itself included); each such
+    block of candidates is checked on all 64 bits.
+    """
+    m = len(uniq)
+    us, vs, ds = [], [], []
+    parts = _substrings(t, m)
+    if t < 1:  # distinct values are at least one bit apart
+        pass
+    elif parts is None:  # brute force is cheaper
+        block = max(1, max_chunk // max(m, 1))
+        for r0 in range(0, m, block):
+            r1 = min(m, r0 + block)
+            d = popcount64(uniq[r0:r1, None] ^ uniq[None, r0:]).reshape(r1 - r0, m - r0)
+            ii, jj = np.nonzero(d <= t)
+            ok = jj > ii
+            us.append(ii[ok] + r0)
+            vs.append(jj[ok] + r0)
+            ds.append(d[ii[ok], jj[ok]])
+    else:
+        for shift, width, radius in parts:
+            key = ((uniq >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+            order = np.argsort(key, kind="stable")
+            vals = uniq[order]
+            counts = np.bincount(key, minlength=1 << width)
+            starts = np.cumsum(counts) - counts
+            full = np.flatnonzero(counts)
+            pairs_inside = full[counts[full] > 1]
+            blocks = [(pairs_inside, pairs_inside)]  # each bucket with itself
+            masks = _ball_masks(width, radius)
+            step = max(1, (1 << 22) // len(full))
+            for f0 in range(0, len(masks), step):  # each bucket with those r_p bits away or less
+                f = masks[f0 : f0 + step]
+                bu = np.repeat(full, len(f))
+                bv = bu ^ np.tile(f, len(full))
+                keep = bv > bu  # each pair of buckets once
+                bu, bv = bu[keep], bv[keep]
+                keep = counts[bv] > 0
+                blocks.append((bu[keep], bv[keep]))
+            for bu, bv in blocks:
+                for a, b, d in _block_pairs(vals, starts, counts, bu, bv, t, max_chunk):
+                    a, b = order[a], order[b]
+                    us.append(np.minimum(a, b))
+                    vs.append(np.maximum(a, b))
+                    ds.append(d)
+    empty = np.zeros(0, np.int64)
+    u = np.concatenate(us) if us else empty
+    v = np.concatenate(vs) if vs else empty
+    d = np.concatenate(ds) if ds else empty.astype(np.int16)
+    if len(u):  # a pair close on several substrings was found several times
+        _, first = np.unique(u.astype(np.int64) * m + v, return_index=True)
+        u, v, d = u[first], v[first], d[first]
+    return u, v, d
+
+
+def _block_pairs(
+    vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, bu: np.ndarray, bv: np.ndarray, t: int, max_chunk: int
+) -> Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Positions (into ``vals``) of the pairs within ``t`` bits between buckets bu[k] and bv[k].
+
+    Bucket pairs of the same shape (sizes) are checked together as one dense
+    (pairs x rows x cols) XOR, which costs a few operations per candidate instead of
+    building an index pair for each. A bucket paired with itself (bu == bv) gives row < col.
+    """
+    if not len(bu):
+        return
+    cu, cv = counts[bu], counts[bv]
+    shape = cu * (int(counts.max()) + 1) + cv
+    by_shape = np.argsort(shape, kind="stable")
+    sstart, scount = _runs(shape[by_shape])
+    for s0, sc in zip(sstart.tolist(), scount.tolist()):
+        idx = by_shape[s0 : s0 + sc]
+        rows, cols = int(cu[idx[0]]), int(cv[idx[0]])
+        per = rows * cols
+        ar, ac = np.arange(rows), np.arange(cols)
+        if per <= max_chunk:
+            pieces = [(idx[k : k + max(1, max_chunk // per)], 0, rows) for k in range(0, sc, max(1, max_chunk // per))]
+        else:  # one huge pair of buckets: row blocks
+            step = max(1, max_chunk // cols)
+            pieces = [(idx[k : k + 1], r0, min(rows, r0 + step)) for k in range(sc) for r0 in range(0, rows, step)]
+        for sel, r0, r1 in pieces:
+            ra = starts[bu[sel]][:, None] + ar[None, r0:r1]
+            cb = starts[bv[sel]][:, None] + ac[None, :]
+            x = vals[ra][:, :, None] ^ vals[cb][:, None, :]
+            d = np.bitwise_count(x) if hasattr(np, "bitwise_count") else popcount64(x)
+            p, x, y = np.nonzero(d <= t)
+            if len(p) and bu[sel[0]] == bv[sel[0]]:  # a bucket with itself: same-shape blocks all are
+                ok = y > x + r0
+                p, x, y = p[ok], x[ok], y[ok]
+            yield ra[p, x], cb[p, y], d[p, x, y].astype(np.int16)
+
+
+def _ball_masks(width: int, radius: int) -> np.ndarray:
+    """Every ``width``-bit mask with 1 to ``radius`` bits set."""
+    masks = [sum(1 << b for b in bits) for r in range(1, radius + 1) for bits in combinations(range(width), r)]
+    return np.asarray(masks, dtype=np.int64)
+
+
+def _substrings(t: int, n: int, bits: int = 64) -> list[tuple[int, int, int]] | None:
+    """(shift, width, radius) of the substrings to search, or None when brute force is cheaper.
+
+    With s substrings, radii summing to t - s + 1 make sum(r_p + 1) > t (the pigeonhole
+    above); s >= t + 1 (all radii 0) is plain band bucketing. The s picked is the cheapest
+    by a cost model of uniform bits: the bucket pairs to enumerate (weighted: each is a
+    few array operations) plus the candidate pairs they hold.
+    """
+    best, best_cost = None, n * (n - 1) / 2
+    for s in range(1, bits + 1):
+        widths = [bits // s + (1 if i < bits % s else 0) for i in range(s)]
+        if widths[0] > 24:  # bucket tables past 2^24 entries are not worth their memory
+            continue
+        need = max(0, t - s + 1)  # the widest substrings get the larger radii
+        radii = [need // s + (1 if i < need % s else 0) for i in range(s)]
+        volume = [sum(comb(w, k) for k in range(r + 1)) for w, r in zip(widths, radii)]
+        candidates = n * n / 2 * sum(v / 2**w for v, w in zip(volume, widths))
+        probes = sum(min(n, 2**w) * v for v, w in zip(volume, widths))
+        cost = candidates + 4 * probes
+        if cost < best_cost:
+            shifts = np.cumsum([0, *widths[:-1]]).tolist()
+            best, best_cost = list(zip(shifts, widths, radii)), cost
+    return best
 
 
 def _expand(
