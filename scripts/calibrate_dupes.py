@@ -263,7 +263,7 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
     report["defaults"] = {
         "params": result.params,
         "groups": len(result.groups),
-        "pairs": result.stats["pairs"],
+        "stats": result.stats,
         "score": lib,
         "seconds": round(seconds, 3),
     }
@@ -272,7 +272,27 @@ def calibrate(store: Store, labels: dict[Path, str]) -> dict[str, Any]:
         f"{len(result.groups)} groups, pairs {result.stats['pairs']}, "
         f"P {lib['precision']:.4f} R {lib['recall']:.4f} F1 {lib['f1']:.4f} ({seconds:.2f} s)"
     )
+    print_decisions(result.stats, len(sc.files))
     return report
+
+
+def print_decisions(stats: dict[str, Any], files: int) -> None:
+    """How the run decided its candidate pairs, per 1,000 images, and what verification cost."""
+    images = stats.get("images") or 1
+    per = 1000 / images
+
+    def rate(n: int) -> str:
+        return f"{n} ({n * per:.0f} per 1,000 images)"
+
+    timings = {k: round(v, 2) for k, v in stats.get("timings", {}).items()}
+    print(
+        f"{images} images ({files} files): candidate pairs {rate(stats.get('candidate_pairs', 0))} "
+        f"[by stage {stats.get('pairs')}]; sure zone {rate(stats.get('sure_pairs', 0))}; "
+        f"verified {rate(stats.get('verified_pairs', 0))} (to verify {stats.get('to_verify')}, the rest while "
+        f"grouping); verification {stats.get('verify_seconds')} s CPU, median {stats.get('verify_ms_median')} ms "
+        f"a pair, {stats.get('prepared_images')} images prepared in {stats.get('prepare_seconds')} s; "
+        f"timings {timings}"
+    )
 
 
 def _shown(stage: str) -> list[float]:
@@ -490,12 +510,11 @@ def bench_report(store: Store, bench: BenchLabels, find_args: dict[str, Any]) ->
             for fa in files_of.get(p.a, ()):
                 for fb in files_of.get(p.b, ()):
                     found_kind.setdefault((min(fa, fb), max(fa, fb)), "recolour")
-    print(
-        f"dedup.find {result.params}: {len(result.groups)} groups, pairs {result.stats.get('pairs')} ({seconds:.2f} s)"
-    )
+    print(f"dedup.find {result.params}: {len(result.groups)} groups ({seconds:.2f} s)")
+    print_decisions(result.stats, len(image_of))
     report: dict[str, Any] = {
         "params": result.params,
-        "find": {"groups": len(result.groups), "pairs": result.stats.get("pairs"), "seconds": round(seconds, 3)},
+        "find": {"groups": len(result.groups), "seconds": round(seconds, 3), "stats": result.stats},
         "splits": {
             s: split_scores(
                 bench, [f for f in files if s == "all" or bench.split[f] == s], found, list(raw), found_kind

@@ -39,6 +39,7 @@ def main() -> int:
     ap.add_argument("--db", type=Path, help="a store holding the bench (ingested when missing)")
     ap.add_argument("--out", type=Path, default=Path("bench-results/dupes-fit.json"))
     ap.add_argument("--evidence", type=Path, help="reuse (or save) the verified pairs here: re-fit without verifying")
+    ap.add_argument("--zones", action="store_true", help="fit the sure zone (pHash and cosine) instead")
     args = ap.parse_args()
     with open(args.bench / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -54,6 +55,12 @@ def main() -> int:
                 evidence = collect(store, fit)
         if args.evidence:
             args.evidence.write_text(json.dumps(evidence))
+    if args.zones:
+        zones = zone_grid(evidence)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"sure_zones": zones, "pairs": len(evidence)}, indent=1))
+        print(f"wrote {args.out}")
+        return 0
     table = grid(evidence)
     best = table[0]
     print(f"\n{len(evidence)} candidate pairs among the fit half's files")
@@ -75,7 +82,7 @@ def collect(store: Store, fit: dict[str, dict[str, str]]) -> list[dict[str, Any]
     found = runs._hash_stages(
         run, hashes, dedup.DEFAULT_METHODS, dedup.PHASH_MAX_DISTANCE, dedup.SQUARE_MAX_DISTANCE, 0
     )
-    _vectors, found["embedding"] = runs._embedding_stage(store, run, store.main_model() or "", dedup.COSINE_MIN)
+    vectors, found["embedding"] = runs._embedding_stage(store, run, store.main_model() or "", dedup.COSINE_MIN)
     candidates = dedup.stages.Candidates.concat(list(found.values())).ordered()
     stages_of: dict[tuple[int, int], set[str]] = {}
     for x, y, r in zip(candidates.a.tolist(), candidates.b.tolist(), candidates.rank.tolist()):
@@ -88,11 +95,12 @@ def collect(store: Store, fit: dict[str, dict[str, str]]) -> list[dict[str, Any]
         f"{sum(1 for k in truth_pairs if _truth(by_image, run, *k) == 'duplicate')}",
         flush=True,
     )
-    checker = verify.Verifier(runs._loader(store))
+    checker = verify.Verifier(runs._loader(store), phash=runs._phash_distance(hashes))
     evidence = checker.check_many([(run.ids[a], run.ids[b]) for a, b in keys])
     out = []
     for (a, b), ev in zip(keys, evidence):
         ra, rb = by_image[run.ids[a]][0], by_image[run.ids[b]][0]
+        cheap = runs._pair(run, a, b, "", 0.0, None, [], hashes, vectors)
         out.append({
             "truth": _truth(by_image, run, a, b),
             "iconic": ra["variant"] in ("iconic", "recolour-hue90", "recolour-hue180", "recolour-hue270")
@@ -102,8 +110,14 @@ def collect(store: Store, fit: dict[str, dict[str, str]]) -> list[dict[str, Any]
             **({k: getattr(ev, k) for k in ("inliers", "overlap", "changed", "reshaped", "recoloured", "method")}
                if ev is not None else {}),
             "stages": sorted(stages_of[(a, b)]),
+            "phash": cheap.phash_distance, "square": cheap.square_distance, "cosine": cheap.cosine,
         })  # fmt: skip
-    print(f"verified {checker.verified} pairs in {checker.seconds:.1f} s of verification", flush=True)
+    print(
+        f"verified {checker.verified} pairs in {checker.seconds:.1f} s of verification "
+        f"(median {1000 * float(np.median(checker.pair_seconds or [0])):.1f} ms a pair), "
+        f"prepared {checker.prepared} images in {checker.prepare_seconds:.1f} s",
+        flush=True,
+    )
     return out
 
 
@@ -153,6 +167,43 @@ def grid(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     print("best settings on the fit half (pairs before grouping):")
     for r in ok[:8]:
+        print(" ", r)
+    return ok
+
+
+def zone_grid(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sure zone: pHash <= p and cosine >= c, accepted as a duplicate without verification.
+
+    A zone qualifies when no recolour and no other image falls in it, nor in the zone one
+    step looser each way (2 bits, 0.01 of cosine: a margin for the report half); of those,
+    the one holding the most pairs.
+    """
+    bits, cosines = range(0, 13, 2), [round(float(c), 2) for c in np.arange(0.90, 1.0, 0.01)]
+
+    def inside(e: dict[str, Any], p: int, c: float) -> bool:
+        return e["phash"] is not None and e["cosine"] is not None and e["phash"] <= p and e["cosine"] >= c
+
+    def wrong(p: int, c: float) -> int:
+        return sum(1 for e in evidence if e["truth"] != "duplicate" and inside(e, p, c))
+
+    rows = []
+    for p, c in itertools.product(bits, cosines):
+        zone = [e for e in evidence if inside(e, p, c)]
+        rows.append({
+            "phash": p, "cosine": c, "pairs": len(zone), "duplicates": sum(e["truth"] == "duplicate" for e in zone),
+            "recolours": sum(e["truth"] == "recolour" for e in zone),
+            "negatives": sum(e["truth"] == "negative" for e in zone),
+            "wrong_one_step_looser": wrong(p + 2, round(c - 0.01, 2)),
+            "duplicates_verification_rejected": sum(
+                e["truth"] == "duplicate" and _decide(e, verify.MAX_CHANGED, verify.RECOLOUR_SHARE,
+                                                      verify.RECOLOUR_MAX_CHANGED) != "duplicate"
+                for e in zone
+            ),
+        })  # fmt: skip
+    ok = [r for r in rows if r["recolours"] + r["negatives"] + r["wrong_one_step_looser"] == 0]
+    ok.sort(key=lambda r: (-r["pairs"], r["phash"], -r["cosine"]))
+    print(f"sure zones with no recolour or other image, nor one step looser ({len(evidence)} candidate pairs):")
+    for r in ok[:10]:
         print(" ", r)
     return ok
 

@@ -215,3 +215,93 @@ def test_a_whole_image_tint_is_not_a_recolour():
     tinted = Image.blend(shot, Image.new("RGB", shot.size, (40, 90, 220)), 0.3)
     a, b = (decode(jpeg(img)) for img in (shot, tinted))
     assert verify(prepare(a.image), prepare(b.image)).kind != "recolour"
+
+
+def flavour_pack(flavour: str, colour: tuple[int, int, int]) -> Image.Image:
+    """One packaging design: the same photo, box and brand band; only the flavour panel differs."""
+    img = Image.new("RGB", (360, 480), (250, 250, 250))
+    img.paste(images.photo(23, (300, 420)), (30, 30))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle([90, 80, 270, 420], radius=20, fill=(235, 235, 235))
+    draw.rectangle([90, 80, 270, 150], fill=(30, 80, 160))
+    draw.text((110, 100), "OATLY", fill="white", font_size=36)
+    draw.rectangle([110, 250, 250, 330], fill=colour)
+    draw.text((115, 270), flavour, fill="black", font_size=22)
+    return img
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory, model):
+    """A photo with a resize and a re-encode, a product with a slight recolour, two flavours of one pack."""
+    root = tmp_path_factory.mktemp("uploads")
+    photo = images.photo(41, (360, 540))
+    shirt, mask = product_on_white(7)
+    files = {
+        "photo.jpg": jpeg(photo, 95),
+        "photo-q70.jpg": jpeg(photo, 70),
+        "photo-324.jpg": jpeg(photo.resize((324, 486), Image.Resampling.LANCZOS), 92),
+        "shirt-red.jpg": jpeg(shirt),
+        "shirt-green.jpg": jpeg(turn_hue(shirt, mask, 0.25)),
+        "pack-blueberry.jpg": jpeg(flavour_pack("BLUEBERRY", (90, 60, 160))),
+        "pack-vanilla.jpg": jpeg(flavour_pack("VANILLA", (240, 220, 150))),
+    }
+    pics = root / "pics"
+    pics.mkdir()
+    for name, data in files.items():
+        (pics / name).write_bytes(data)
+    with imgdb.open(root / "db", "w") as col:
+        col.ingest([str(pics)])
+        result = col.find_dupes()
+    return {"db": root / "db", "ids": {name: sha(data) for name, data in files.items()}, "result": result}
+
+
+def the_pair(shop: dict, a: str, b: str) -> dedup.Pair | None:
+    return shop["result"].pair(shop["ids"][a], shop["ids"][b])
+
+
+def test_a_resize_in_the_sure_zone_is_a_duplicate_on_its_cheap_evidence_alone(uploads):
+    from imgdb.dedup.verify import SURE, SURE_COSINE, SURE_PHASH
+
+    pair = the_pair(uploads, "photo.jpg", "photo-324.jpg")
+    assert pair is not None and pair.kind == "duplicate"
+    assert pair.stages[-1] == SURE and "phash" in pair.stages
+    assert pair.phash_distance is not None and pair.phash_distance <= SURE_PHASH
+    assert pair.cosine is not None and pair.cosine >= SURE_COSINE
+    # Nothing was verified, and the pair does not pretend it was.
+    assert pair.verified is None and pair.inliers is None and pair.changed is None and pair.matched_area is None
+    assert uploads["result"].stats["sure_pairs"] >= 1
+    assert uploads["result"].stats["to_verify"] < uploads["result"].stats["candidate_pairs"]
+    assert "sure" in dedup.results.evidence_line(pair, pair.kind) and "inliers" not in dedup.results.evidence_line(
+        pair, pair.kind
+    )
+    (group,) = [g for g in uploads["result"].groups if uploads["ids"]["photo.jpg"] in g.ids]
+    assert {uploads["ids"][n] for n in ("photo.jpg", "photo-q70.jpg", "photo-324.jpg")} == set(group.ids)
+
+
+def test_a_sure_pair_says_so_in_json_csv_and_the_dupes_view(uploads):
+    a, b = sorted((uploads["ids"]["photo.jpg"], uploads["ids"]["photo-324.jpg"]))
+    out = runner.invoke(app, ["dupes", "show", "--db", str(uploads["db"]), "--json"])
+    assert out.exit_code == 0, out.output
+    (pair,) = [p for p in json.loads(out.stdout)["pairs"] if (p["a"], p["b"]) == (a, b)]
+    assert pair["stages"][-1] == "sure" and pair["inliers"] is None and pair["phash_distance"] is not None
+    out = runner.invoke(app, ["dupes", "show", "--db", str(uploads["db"]), "--csv"])
+    assert out.exit_code == 0, out.output
+    assert any("+sure" in line for line in out.stdout.splitlines())
+    with imgdb.open(uploads["db"]) as col:
+        _columns, rows = col.sql("SELECT stages, inliers FROM dupes WHERE NOT is_keep AND stages LIKE '%sure'")
+    assert rows and all(inliers is None for _s, inliers in rows)
+
+
+def test_a_recolour_close_in_phash_is_still_verified_and_labelled_recolour(uploads):
+    from imgdb.dedup.verify import SURE_PHASH
+
+    pair = the_pair(uploads, "shirt-red.jpg", "shirt-green.jpg")
+    assert pair is not None
+    assert pair.phash_distance is not None and pair.phash_distance <= SURE_PHASH  # pHash is on luminance
+    assert pair.kind == "recolour" and pair.verified == "keypoints" and "sure" not in pair.stages
+
+
+def test_two_flavours_of_one_pack_never_join(uploads):
+    assert the_pair(uploads, "pack-blueberry.jpg", "pack-vanilla.jpg") is None
+    ids = uploads["ids"]
+    assert not any({ids["pack-blueberry.jpg"], ids["pack-vanilla.jpg"]} <= set(g.ids) for g in uploads["result"].groups)

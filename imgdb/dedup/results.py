@@ -21,7 +21,7 @@ class Pair:
     score: float  # similarity in [0, 1] at that stage
     distance: int | None = None  # Hamming bits for hash stages
     kind: str = "duplicate"  # duplicate | recolour
-    stages: list[str] = field(default_factory=list)  # every stage that found it
+    stages: list[str] = field(default_factory=list)  # every stage that found it; then "sure": not verified
     phash_distance: int | None = None
     square_distance: int | None = None
     cosine: float | None = None

@@ -37,7 +37,17 @@ from imgdb.dedup.stages import (
     STRICT_PHASH,
     Candidates,
 )
-from imgdb.dedup.verify import MIN_OVERLAP, SIDE, VERIFIER, Evidence, Verifier
+from imgdb.dedup.verify import (
+    MIN_OVERLAP,
+    SIDE,
+    SURE,
+    SURE_COSINE,
+    SURE_PHASH,
+    VERIFIER,
+    Evidence,
+    Verifier,
+    sure,
+)
 from imgdb.errors import DecodeError, UsageError
 from imgdb.progress import Progress
 from imgdb.store import ImageInfo, Store, utcnow
@@ -124,6 +134,7 @@ def find(
         "model_key": (model_key or store.main_model()) if "embedding" in methods else None,
         "hasher": HASHER,
         "verifier": VERIFIER,
+        "sure_zone": [SURE_PHASH, SURE_COSINE],
     }
     rejects = rejected_pairs(store)
     params["fingerprint"] = _fingerprint(run.ids, rejects, params)
@@ -142,7 +153,7 @@ def find(
             vectors, found["embedding"] = _embedding_stage(store, run, params["model_key"], cosine_min)
     with run.timed("candidates"):
         candidates, rejected = _combine(run, found, rejects)
-    verifier = Verifier(_loader(store))
+    verifier = Verifier(_loader(store), phash=_phash_distance(hashes))
     with run.timed("verify"):
         pairs = _decide(run, candidates, verifier, hashes, vectors)
     with run.timed("grouping"):
@@ -154,6 +165,11 @@ def find(
     pairs = sorted({(p.a, p.b): p for p in pairs + judge.extra}.values(), key=lambda p: (p.a, p.b))
     run.stats["verified_pairs"] = verifier.verified
     run.stats["verify_seconds"] = round(verifier.seconds, 3)
+    run.stats["verify_ms_median"] = (
+        round(1000 * float(np.median(verifier.pair_seconds)), 2) if verifier.verified else None
+    )
+    run.stats["prepared_images"] = verifier.prepared
+    run.stats["prepare_seconds"] = round(verifier.prepare_seconds, 3)
     run.stats["kept_pairs"] = {kind: sum(p.kind == kind for p in pairs) for kind in ("duplicate", "recolour")}
     run.stats["groups"] = len(groups)
     run.stats["images"] = len(run.ids)
@@ -316,10 +332,27 @@ def _loader(store: Store) -> Any:
     return load
 
 
+def _phash_distance(hashes: dict[str, ImageHashes]) -> Any:
+    """Two images' pHash distance (None when either has no hash), for the verifier."""
+
+    def distance(a: str, b: str) -> int | None:
+        ha, hb = hashes.get(a), hashes.get(b)
+        if ha is None or hb is None or ha.phash is None or hb.phash is None:
+            return None
+        return hamming(ha.phash, hb.phash)
+
+    return distance
+
+
 def _decide(
     run: _Run, candidates: Candidates, verifier: Verifier, hashes: dict[str, ImageHashes], vectors: _Vectors
 ) -> list[Pair]:
-    """One pair per candidate pair with its evidence; only duplicates and recolours are kept."""
+    """One pair per candidate pair with its evidence; only duplicates and recolours are kept.
+
+    Identical pixels are certain; a pair in the sure zone (``verify.sure``: a resize or
+    re-encode of one frame) is a duplicate on its cheap evidence, marked ``SURE`` in its
+    stages, with no verification fields; every other pair is verified.
+    """
     by_pair: dict[tuple[int, int], list[tuple[str, float, int | None]]] = {}
     for a, b, r, s, d in zip(
         candidates.a.tolist(),
@@ -329,20 +362,25 @@ def _decide(
         candidates.distance.tolist(),
     ):
         by_pair.setdefault((a, b), []).append((STAGES[r], s, d if d >= 0 else None))
-    certain = [k for k, found in by_pair.items() if any(stage in CERTAIN for stage, _s, _d in found)]
-    certain_set = set(certain)
-    unsure = [k for k in by_pair if k not in certain_set]
-    run.stats["candidate_pairs"] = len(by_pair)
-    run.stats["to_verify"] = len(unsure)
-    evidence = verifier.check_many([(run.ids[a], run.ids[b]) for a, b in unsure])
-    pairs = []
-    for (a, b), ev in zip([*certain, *unsure], [None] * len(certain) + evidence):
-        stage, score, distance = by_pair[(a, b)][0]  # candidates are ordered strongest first
-        pair = _pair(run, a, b, stage, score, distance, [s for s, _x, _y in by_pair[(a, b)]], hashes, vectors)
-        if stage in CERTAIN or _judge(pair, ev):
+    pairs, unsure = [], []
+    for (a, b), found in by_pair.items():
+        stage, score, distance = found[0]  # candidates are ordered strongest first
+        pair = _pair(run, a, b, stage, score, distance, [s for s, _x, _y in found], hashes, vectors)
+        if any(s in CERTAIN for s, _x, _y in found):
             pairs.append(pair)
+        elif sure(pair.phash_distance, pair.cosine):
+            pair.stages.append(SURE)  # decided on the cheap evidence: no verification fields
+            pairs.append(pair)
+        else:
+            unsure.append(pair)
+    run.stats["candidate_pairs"] = len(by_pair)
+    run.stats["sure_pairs"] = sum(SURE in p.stages for p in pairs)
+    run.stats["to_verify"] = len(unsure)
+    evidence = verifier.check_many([(p.a, p.b) for p in unsure])
+    pairs += [pair for pair, ev in zip(unsure, evidence) if _judge(pair, ev)]
     run.stats["unverifiable"] = sum(1 for ev in evidence if ev is None)
-    return pairs
+    order = {key: n for n, key in enumerate(by_pair)}  # grouping takes the strongest pairs first
+    return sorted(pairs, key=lambda p: order[(run.index[p.a], run.index[p.b])])
 
 
 def _pair(

@@ -18,19 +18,20 @@ The cheap stages only say two images look alike. ``verify`` decides with evidenc
    packaging design turns colours *and* changes its text: neither).
 
 Smooth pictures are searched for fainter corners; images with none at all (flat logos,
-plain backgrounds) are compared frame to frame when their aspect ratios match. Transparent images are compared as drawn
+plain backgrounds) are compared frame to frame when their aspect ratios and their pHash agree. Transparent images are compared as drawn
 on mid-grey, so their shapes count, never as blank white.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 #: Names how pairs are verified; a change makes ``find`` run again on an unchanged store.
-VERIFIER = "orb-blocks-v11"
+VERIFIER = "orb-blocks-v12"
 # MAX_CHANGED, RECOLOUR_SHARE and RECOLOUR_MAX_CHANGED were fitted by scripts/fit_dupes.py
 # on the fit half of the labelled bench (docs/evaluation.md, "Near-duplicates").
 
@@ -52,6 +53,10 @@ RECOLOUR_HUE = 30.0
 RECOLOUR_SHARE = 0.04
 #: Lab chroma above which a pixel's hue counts (in both images): dull greens and browns too.
 RECOLOUR_CHROMA = 12.0
+#: Two frames are compared whole (when their keypoints do not line up) only when their
+#: pHash are this close: one framing. Comparing every other pair block by block anyway
+#: was most of a negative pair's cost, and on the fit half it only ever rejected them.
+FRAME_MAX_PHASH = 12
 GRID = 12
 #: A block is textured above this lightness deviation; textured blocks must correlate this much.
 TEXTURED = 8.0
@@ -59,6 +64,21 @@ MIN_BLOCK_CORRELATION = 0.8
 
 DUPLICATE = "duplicate"
 RECOLOUR = "recolour"
+
+#: The sure zone: a candidate pair within ``SURE_PHASH`` bits of whole-image pHash *and*
+#: at cosine >= ``SURE_COSINE`` is a resize or re-encode of one frame, a duplicate without
+#: verification. pHash alone is not enough: it is computed on luminance, so a recolour
+#: keeps it; the embedding sees the colour. Fitted on the fit half's evidence
+#: (scripts/fit_dupes.py --zones): no recolour or other image came this close.
+SURE_PHASH = 6
+SURE_COSINE = 0.98
+#: Marks a pair decided in the sure zone (in its ``stages``: nothing was verified).
+SURE = "sure"
+
+
+def sure(phash_distance: int | None, cosine: float | None) -> bool:
+    """Whether the cheap evidence alone makes a pair a duplicate (``SURE_PHASH``, ``SURE_COSINE``)."""
+    return phash_distance is not None and cosine is not None and phash_distance <= SURE_PHASH and cosine >= SURE_COSINE
 
 
 @dataclass
@@ -113,12 +133,16 @@ def prepare(image: Any, alpha: Any = None) -> Prepared:
     return Prepared(rgb, gray, keypoints, descriptors, scale)
 
 
-def verify(a: Prepared, b: Prepared) -> Evidence:
-    """Same photograph (``duplicate``), the same photograph recoloured (``recolour``), or neither."""
+def verify(a: Prepared, b: Prepared, *, frames: bool = True) -> Evidence:
+    """Same photograph (``duplicate``), the same photograph recoloured (``recolour``), or neither.
+
+    ``frames``: whether the whole frames may be compared when no keypoints line up (flat
+    pictures); ``Verifier`` allows it for pairs of one framing only (``FRAME_MAX_PHASH``).
+    """
     transform, inliers, points = _align(a, b)
     method = "keypoints"
     if transform is None:
-        transform, method = _frame_transform(a, b), "frame"
+        transform, method = (_frame_transform(a, b) if frames else None), "frame"
         if transform is None:
             return Evidence(None, inliers=inliers, method="none")
     if not _plausible(transform):
@@ -364,21 +388,27 @@ class Verifier:
     """Verifies pairs of stored images, preparing each image once (a bounded cache).
 
     ``load(image_id)`` returns the decoded image and its alpha band, or None when the
-    image cannot be read or decoded; such pairs get no evidence (None).
+    image cannot be read or decoded; such pairs get no evidence (None). ``phash(a, b)``
+    gives two images' pHash distance (None when unknown): whole frames are compared only
+    within ``FRAME_MAX_PHASH`` bits (without it, always).
     """
 
-    def __init__(self, load: Any, *, workers: int = 2, cache: int = 1024):
+    def __init__(self, load: Any, *, phash: Any = None, workers: int = 2, cache: int = 1024):
         import threading
         from collections import OrderedDict
 
         self._lock = threading.Lock()
         self._load = load
+        self._phash = phash
         self._workers = workers
         self._cache_size = cache
         self._prepared: OrderedDict[str, Prepared | None] = OrderedDict()
         self._evidence: dict[tuple[str, str], Evidence | None] = {}
         self.verified = 0  # pairs verified so far
-        self.seconds = 0.0
+        self.seconds = 0.0  # CPU spent in ``verify`` (matching and comparing), all pairs
+        self.pair_seconds: list[float] = []  # each verified pair's share of ``seconds``
+        self.prepared = 0  # images decoded and given features
+        self.prepare_seconds = 0.0
 
     def known(self, a: str, b: str) -> Evidence | bool | None:
         """The evidence already gathered for a pair, or False when it was never checked."""
@@ -405,15 +435,16 @@ class Verifier:
         return [self._evidence[(min(a, b), max(a, b))] for a, b in pairs]
 
     def _verify(self, a: str, b: str) -> Evidence | None:
-        import time
-
         pa, pb = self._get(a), self._get(b)
         if pa is None or pb is None:
             return None
+        distance = self._phash(a, b) if self._phash is not None else None
         t0 = time.perf_counter()
-        evidence = verify(pa, pb)
+        evidence = verify(pa, pb, frames=distance is None or distance <= FRAME_MAX_PHASH)
+        took = time.perf_counter() - t0
         with self._lock:
-            self.seconds += time.perf_counter() - t0
+            self.seconds += took
+            self.pair_seconds.append(took)
             self.verified += 1
         return evidence
 
@@ -422,9 +453,13 @@ class Verifier:
             if image_id in self._prepared:
                 self._prepared.move_to_end(image_id)
                 return self._prepared[image_id]
+        t0 = time.perf_counter()
         loaded = self._load(image_id)  # two threads may prepare one image: harmless
         prepared = prepare(*loaded) if loaded is not None else None
+        took = time.perf_counter() - t0
         with self._lock:
+            self.prepared += 1
+            self.prepare_seconds += took
             self._prepared[image_id] = prepared
             while len(self._prepared) > self._cache_size:
                 self._prepared.popitem(last=False)
