@@ -40,7 +40,9 @@ Targets checked: whole/model >= 0.85; download-only web ingest within 2x of img2
 
 A shared machine skews the numbers, so every timed run records the share of the machine's
 CPU that other processes used meanwhile ("others"), and before each run the script waits
-(up to ``--quiet-wait`` seconds) until other processes use under 15% of the CPUs.
+(up to ``--quiet-wait`` seconds) until other processes use under 15% of the CPUs. Each run
+also records this process's CPU time per image, which other processes barely change: when
+the model alone keeps every core busy, model / (model + decode) CPU time bounds the ratio.
 Results go to ``--out`` as JSON, and the tables as text beside it (same name, ``.txt``).
 """
 
@@ -374,13 +376,21 @@ class Runs:
         self.quiet_wait = quiet_wait
         self.runs: dict[str, list[dict[str, float | None]]] = {}
 
-    def measure(self, name: str, fn: Callable[[], float]) -> None:
+    def measure(self, name: str, fn: Callable[[], float], images: int) -> None:
+        """One run of ``fn``; ``images`` is how many images it handles (its warm-up included),
+        for this process's CPU time per image, which other processes barely change."""
         if self.quiet_wait > 0:
             wait_for_quiet(self.quiet_wait)
         probe = Contention()
         probe.start()
+        cpu = _own_seconds()
         rate = fn()
-        self.runs.setdefault(name, []).append({"rate": rate, "others": probe.stop()})
+        cpu_ms = (_own_seconds() - cpu) / images * 1000
+        self.runs.setdefault(name, []).append({"rate": rate, "others": probe.stop(), "cpu_ms": cpu_ms})
+
+    def cpu_ms(self, name: str) -> float:
+        """Median CPU milliseconds per image (all of this process's threads)."""
+        return statistics.median(r["cpu_ms"] or 0.0 for r in self.runs[name])
 
     def median(self, name: str) -> float:
         return statistics.median(r["rate"] or 0.0 for r in self.runs[name])
@@ -496,24 +506,27 @@ def main(argv: list[str] | None = None) -> int:
             t0, l0, b0, w0 = combos[0]
             for r in range(args.repeats):
                 for w in sorted({1, *args.decode_workers}):
-                    runs.measure(f"decode/{w}", functools.partial(run_decode, paths, spec, w))
+                    runs.measure(f"decode/{w}", functools.partial(run_decode, paths, spec, w), n)
                 for t, b in dict.fromkeys((t, b) for t, _, b, _ in combos):
-                    runs.measure(f"model/{t}/{b}", functools.partial(run_model, models[t, 1], tensors, n, b))
+                    runs.measure(f"model/{t}/{b}", functools.partial(run_model, models[t, 1], tensors, n, b), n + b)
                 for t, lanes, b in dict.fromkeys((t, lanes, b) for t, lanes, b, _ in combos if lanes > 1):
                     model = models[t, lanes]
-                    runs.measure(f"lanes/{t}/{lanes}/{b}", functools.partial(run_model_lanes, model, tensors, n, b))
+                    runs.measure(
+                        f"lanes/{t}/{lanes}/{b}", functools.partial(run_model_lanes, model, tensors, n, b), n + b
+                    )
                 for t, lanes, b, w in combos:
                     runs.measure(
                         f"whole/{t}/{lanes}/{b}/{w}",
                         functools.partial(run_whole, str(folder), n, models[t, lanes], b, w),
+                        n,
                     )
                 if web:
                     for c in (4, 16):
-                        runs.measure(f"bare/{c}", functools.partial(run_bare_loop, urls, c))
-                    runs.measure("download", functools.partial(run_whole, base, web, StubModel(spec), b0, w0))
-                    runs.measure("web", functools.partial(run_whole, base, web, models[t0, l0], b0, w0))
+                        runs.measure(f"bare/{c}", functools.partial(run_bare_loop, urls, c), web)
+                    runs.measure("download", functools.partial(run_whole, base, web, StubModel(spec), b0, w0), web)
+                    runs.measure("web", functools.partial(run_whole, base, web, models[t0, l0], b0, w0), web)
                     if args.img2dataset:
-                        runs.measure("img2dataset", functools.partial(run_img2dataset, args.img2dataset, urls))
+                        runs.measure("img2dataset", functools.partial(run_img2dataset, args.img2dataset, urls), web)
                 print(
                     f"  repeat {r + 1}/{args.repeats} done; "
                     + ", ".join(
@@ -563,7 +576,13 @@ def main(argv: list[str] | None = None) -> int:
         stages.append((f"model alone ({lanes} lanes x {t // lanes} threads)", f"lanes/{t}/{lanes}/{b}"))
     stages.append((f"whole path: ingest() ({lanes} lane{'s' if lanes > 1 else ''})", f"whole/{t}/{lanes}/{b}/{w}"))
     rows = [
-        [label, f"{runs.median(name):.1f}", fmt(runs.quiet_median(name)), pct(runs.others(name))]
+        [
+            label,
+            f"{runs.median(name):.1f}",
+            fmt(runs.quiet_median(name)),
+            f"{runs.cpu_ms(name):.2f}",
+            pct(runs.others(name)),
+        ]
         for label, name in stages
     ]
     rows.append(
@@ -572,16 +591,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{first['ratio']:.1%}",
             fmt(first["ratio_quiet"], "{:.1%}"),
             "",
+            "",
         ]
     )
-    text = render(title, ["stage", "img/s", "quiet runs", "others"], rows)
+    text = render(title, ["stage", "img/s", "quiet runs", "CPU ms/img", "others"], rows)
     verdict = [f"whole/model >= {TARGET_RATIO:.0%}: {'yes' if first['ratio'] >= TARGET_RATIO else 'NO'}"]
     if not args.folder:
         verdict.append(f"end to end >= {TARGET_RATE:.0f} img/s: {'yes' if first['whole'] >= TARGET_RATE else 'NO'}")
     text += "\n" + "; ".join(verdict)
+    # When the model alone keeps every core busy, the whole path's rate is at most the
+    # model's share of the CPU time the whole path needs per image.
+    model_cpu = runs.cpu_ms(f"lanes/{t}/{lanes}/{b}") if lanes > 1 else runs.cpu_ms(f"model/{t}/{b}")
+    decode_cpu, whole_cpu = runs.cpu_ms("decode/1"), runs.cpu_ms(f"whole/{t}/{lanes}/{b}/{w}")
+    first["cpu_ms"] = {"model": model_cpu, "decode": decode_cpu, "whole": whole_cpu}
     text += (
-        f"\n(others = median share of all CPUs used by other processes during the runs; "
-        f"quiet runs = median of the runs with others < {QUIET_SHARE:.0%})"
+        f"\nCPU per image: model {model_cpu:.2f} ms + read, decode, preprocess {decode_cpu:.2f} ms, so the"
+        f" whole path reaches at most {model_cpu / (model_cpu + decode_cpu):.1%} of the model alone;"
+        f" it used {whole_cpu:.2f} ms ({model_cpu / whole_cpu:.1%})"
+    )
+    text += (
+        f"\n(others = median share of all CPUs used by other processes during the runs; quiet runs ="
+        f" median of the runs with others < {QUIET_SHARE:.0%}; CPU ms/img = this process's CPU time per image)"
     )
     web_result: dict[str, Any] | None = None
     if web:
