@@ -125,8 +125,13 @@ def test_ann_index_keeps_recall_against_exact_search(tmp_path, monkeypatch):
         batch = [new_image(i) for i in range(3000)]
         store.add_images(batch, spec.key, vecs, run_id=None)
         store.maintain_vectors(spec.key, 3000)
-        assert store.vectors(spec.key).list_indices()
+        indexed = {
+            (index.index_type, column) for index in store.vectors(spec.key).list_indices() for column in index.columns
+        }
+        assert ("IvfRq", "vector") in indexed
+        assert ("BTree", "id") in indexed  # the query image's own vector is a lookup
         ids = np.array([im.id for im in batch])
+        assert np.allclose(store.get_vectors(spec.key, [ids[7]])[ids[7]], vecs[7])
         recalls = []
         for q in range(0, 3000, 150):
             exact = set(ids[np.argsort(-(vecs @ vecs[q]))[:10]])

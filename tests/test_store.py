@@ -30,6 +30,24 @@ def test_add_images_writes_blob_vector_and_row(tmp_path):
         assert not (tmp_path / "db" / "journal.json").exists()
 
 
+def test_vectors_are_written_once_per_id_across_sessions_and_after_a_delete(tmp_path):
+    spec = FakeSpec()
+    images = [new_image(i) for i in range(4)]
+    with Store.open(tmp_path / "db", write=True) as store:
+        store.register_model(spec)
+        store.add_images(images[:2], spec.key, unit_vectors(2), run_id=None)
+        store.add_vectors(spec.key, [images[0].id, images[0].id], unit_vectors(2))  # known, and twice
+        assert store.vectors(spec.key).count_rows() == 2
+    with Store.open(tmp_path / "db", write=True) as store:  # a new writer reads what is there
+        store.add_images(images, spec.key, unit_vectors(4), run_id=None)
+        assert store.vectors(spec.key).count_rows() == 4
+        store.delete_vectors(spec.key, [images[3].id])
+        assert images[3].id not in store.vector_ids(spec.key)
+        store.add_vectors(spec.key, [images[3].id], unit_vectors(1))
+        assert sorted(store.vector_ids(spec.key)) == sorted(im.id for im in images)
+        assert store.vectors(spec.key).count_rows() == 4
+
+
 def test_one_image_many_sources(tmp_path):
     spec = FakeSpec()
     with Store.open(tmp_path / "db", write=True) as store:

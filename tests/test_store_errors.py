@@ -173,7 +173,7 @@ class _FullDisk:
     def __getattr__(self, name):
         return getattr(self._table, name)
 
-    def merge_insert(self, *args, **kwargs):
+    def add(self, *args, **kwargs):
         raise RuntimeError("lance error: LanceError(IO): Generic LocalFileSystem error: No space left on device")
 
 

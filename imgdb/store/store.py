@@ -12,7 +12,7 @@ Order of operations for a batch of new images (``add_images``):
 
 1. write ``journal.json`` listing the batch's ids and model key;
 2. write each blob to ``blobs/tmp`` and rename it into place (atomic, idempotent);
-3. LanceDB ``merge_insert(id).when_not_matched_insert_all()`` (a Lance commit is atomic);
+3. LanceDB: append the rows whose id has no vector yet (a Lance commit is atomic);
 4. one DuckDB transaction inserts the ``images`` and ``sources`` rows;
 5. remove ``journal.json``.
 
@@ -312,6 +312,9 @@ class Store:
         self._stop = threading.Event()
         self._closer: threading.Thread | None = None
         self._tables: dict[str, Any] = {}
+        # A writer's vector ids per model, read once: appends skip these instead of a Lance
+        # merge_insert, whose join reads the whole id column on every batch.
+        self._vector_ids: dict[str, set[str]] = {}
         self._lance: Any = None
         self._datasets: dict[str, Any] = {}  # a reader's pylance datasets (``_dataset``)
         self._stale: set[str] = set()  # datasets to move to their latest version (after ``pause``)
@@ -598,6 +601,7 @@ class Store:
             orphans = [i for i in ids if i not in known]
             if orphans:
                 self.vectors(key).delete(_in_list("id", orphans))
+                self._vector_ids.pop(key, None)
         self._journal.unlink()
 
     # -- models and vectors ------------------------------------------------------
@@ -649,13 +653,13 @@ class Store:
         dataset = self._dataset(model_key)
         if dataset is not None:
             nearest: dict[str, Any] = {"column": "vector", "q": query, "k": limit, "metric": "cosine"}
-            if dataset.describe_indices():
+            if any("vector" in index.field_names for index in dataset.describe_indices()):
                 nearest.update(nprobes=nprobes, refine_factor=refine_factor)
             rows = dataset.to_table(columns=["id", "_distance"], nearest=nearest)
         else:
             table = self.vectors(model_key)
             search = table.search(query).distance_type("cosine").limit(limit).select(["id", "_distance"])
-            if table.list_indices():
+            if "vector" in _indexed(table):
                 search = search.nprobes(nprobes).refine_factor(refine_factor)
             rows = search.to_arrow()
         return list(zip(rows.column("id").to_pylist(), (float(d) for d in rows.column("_distance").to_pylist())))
@@ -703,18 +707,27 @@ class Store:
         ``optimize()`` also folds rows added since the index was built into it; until then
         they are scanned flat, so results stay exact for them.
         """
-        from lancedb.index import IvfRq
+        from lancedb.index import BTree, IvfRq
 
         table = self.vectors(model_key)
-        if table.count_rows() >= config.EXACT_MAX_ROWS and not table.list_indices():
+        indexed = _indexed(table)
+        if table.count_rows() >= config.EXACT_MAX_ROWS and "vector" not in indexed:
             # 4-bit RaBitQ codes: LanceDB's default 1 bit loses recall at 1M rows
             # (docs/evaluation.md, "Similar").
             table.create_index("vector", config=IvfRq(distance_type="cosine", num_bits=4))
-        elif new_rows >= 1000 or (new_rows and table.list_indices()):
+        elif new_rows >= 1000 or (new_rows and indexed):
             table.optimize()
+        if table.count_rows() >= config.EXACT_MAX_ROWS and "id" not in indexed:
+            # A query image's own vector by id is then a lookup, not a scan of the table.
+            table.create_index("id", config=BTree())
 
     @_io
     def vector_ids(self, model_key: str) -> set[str]:
+        if self.write:
+            return set(self._known_vector_ids(model_key))
+        return self._read_vector_ids(model_key)
+
+    def _read_vector_ids(self, model_key: str) -> set[str]:
         if not self._table_exists(model_key):
             return set()
         rows = self.vectors(model_key).search().select(["id"]).limit(None).to_arrow()
@@ -726,6 +739,7 @@ class Store:
         ids = list(ids)
         for start in range(0, len(ids), 1000):
             self.vectors(model_key).delete(_in_list("id", ids[start : start + 1000]))
+        self._vector_ids.pop(model_key, None)
 
     @_io
     def salvage_vectors(self, model_key: str) -> tuple[int, int] | None:
@@ -759,6 +773,7 @@ class Store:
         schema = table.schema
         data = pa.concat_tables([p.cast(schema) for p in parts]) if parts else schema.empty_table()
         self._tables.pop(model_key, None)
+        self._vector_ids.pop(model_key, None)
         self.lance.create_table(self.table_name(model_key), data=data, schema=schema, mode="overwrite")
         return data.num_rows, lost
 
@@ -906,7 +921,7 @@ class Store:
                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), dim),
                 }
             )
-            self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+            self._append_vectors(model_key, table)
             now = utcnow()
             with self.transaction():
                 self._insert(
@@ -933,7 +948,26 @@ class Store:
                 ),
             }
         )
-        self.vectors(model_key).merge_insert("id").when_not_matched_insert_all().execute(table)
+        self._append_vectors(model_key, table)
+
+    def _append_vectors(self, model_key: str, table: Any) -> None:
+        """Append the rows whose id has no vector yet (insert-only, as one Lance commit)."""
+        import pyarrow as pa
+
+        known = self._known_vector_ids(model_key)
+        keep, seen = [], set()
+        for i, image_id in enumerate(table.column("id").to_pylist()):
+            if image_id not in known and image_id not in seen:
+                keep.append(i)
+                seen.add(image_id)
+        if keep:
+            self.vectors(model_key).add(table.take(pa.array(keep, pa.int64())))
+            known |= seen
+
+    def _known_vector_ids(self, model_key: str) -> set[str]:
+        if model_key not in self._vector_ids:
+            self._vector_ids[model_key] = self._read_vector_ids(model_key)
+        return self._vector_ids[model_key]
 
     def add_sources(self, rows: Iterable[tuple[str, SourceRow]], run_id: int | None) -> None:
         """Record more places where already-stored images were found."""
@@ -1196,6 +1230,11 @@ _SOURCE_COLUMNS = [
 def _list_tables(db: Any) -> list[str]:
     result = db.list_tables()
     return list(getattr(result, "tables", result))
+
+
+def _indexed(table: Any) -> set[str]:
+    """The columns of a LanceDB table that carry an index."""
+    return {column for index in table.list_indices() for column in index.columns}
 
 
 def _in_list(column: str, values: Sequence[str]) -> str:
