@@ -179,10 +179,6 @@ def test_a_folder_ingested_on_the_cluster_equals_a_local_ingest(shop, cluster, t
     assert failures[0] == failures[1] and [f[0] for f in failures[0]] == [str(pictures / "broken.jpg")]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passed in 2 of 3 runs; in one the job waited on an embedding actor that could not restart (no CPU left)",
-)
 def test_the_job_completes_when_a_worker_node_is_killed(shop, cluster, tmp_path):
     # Last in the module: the worker node stays dead.
     db = tmp_path / "db"

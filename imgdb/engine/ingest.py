@@ -38,7 +38,7 @@ from imgdb.acquire.ingest import (
     link_source,
     safe_text,
 )
-from imgdb.errors import UsageError
+from imgdb.errors import ImgdbError, UsageError
 from imgdb.imaging.model import Model
 from imgdb.progress import Progress
 from imgdb.store import NewImage, SourceRow, Store
@@ -84,13 +84,39 @@ def run_on_ray(
         if started_here:
             _init_ray(ray, options.ray_address)
         try:
-            results = _dataset(ray, work, model, plan(ray))
-            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-                committer.add(batch, work.rows)
+            _run_passes(ray, work, model, committer)
         finally:
             committer.flush()
             if started_here:
                 ray.shutdown()
+
+
+def _run_passes(ray: Any, work: _Work, model: Model, committer: Committer) -> None:
+    """Every item through the cluster; what a lost worker took with it is sent again.
+
+    Ray Data does not hand a lost actor's batch to another actor: it waits for that actor
+    to restart, which on a cluster that lost the node's CPUs is forever. So an embedding
+    task fails at once when its actor dies (``max_task_retries=0``), the failed block is
+    dropped instead of failing the run (``max_errored_blocks=-1``), and the driver, which
+    knows which items came back, runs another pass over the rest on the actors the cluster
+    has now. A result lost with its node ends a pass the same way. A pass that brings back
+    nothing ends the run with an error (nothing committed is lost).
+    """
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    todo = work.items
+    while todo:
+        lost: BaseException | None = None
+        try:
+            for batch in _dataset(ray, todo, work, model, plan(ray)).iter_batches(batch_size=None, batch_format="numpy"):  # fmt: skip
+                committer.add(batch, work.rows)
+        except (ray.exceptions.RayError, ExecutionTimeoutError) as exc:
+            lost = exc
+        left = [item for item in todo if item["idx"] not in committer.done]
+        if len(left) == len(todo):
+            why = f": {str(lost).splitlines()[0]}" if lost else " (see Ray's logs)"
+            raise ImgdbError(f"the Ray cluster returned none of the {len(todo)} images it was given{why}")
+        todo = left
 
 
 def _import_ray() -> Any:
@@ -103,9 +129,11 @@ def _import_ray() -> Any:
 
 
 def _init_ray(ray: Any, address: str | None) -> None:
-    # Ray's own chatter (progress bars, executor logs) would bury imgdb's output.
-    for name in ("ray", "ray.data", "ray.data._internal"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # Ray's own chatter (progress bars, executor logs) would bury imgdb's output. Ray Data
+    # logs a block lost with its worker as an error with a traceback; _run_passes sends it
+    # again, and a pass that returns nothing ends the run with imgdb's own one-line error.
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     if address and address not in ("auto", "local") and "://" not in address:
         _check_reachable(address)
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
@@ -119,10 +147,6 @@ def _init_ray(ray: Any, address: str | None) -> None:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.enable_operator_progress_bars = False
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -142,15 +166,18 @@ def plan(ray: Any) -> RayPlan:
     return RayPlan(embed_actors=max(1, cpus), cpus_per_actor=1, download_actors=max(1, nodes))
 
 
-def _dataset(ray: Any, work: _Work, model: Model, layout: RayPlan) -> Any:
+def _dataset(ray: Any, items: list[dict[str, Any]], work: _Work, model: Model, layout: RayPlan) -> Any:
     from imgdb.acquire.fetch import FetchPolicy
-    from imgdb.engine.politeness import limiter_actor
     from imgdb.engine.stages import Downloader, Embedder, known_digests
 
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_operator_progress_bars = False
+    ctx.max_errored_blocks = -1  # a block lost with its actor is sent again by _run_passes
     policy = work.options.fetch_policy or FetchPolicy()
     policy.respect_robots = work.options.respect_robots
-    limiter = limiter_actor(policy, ray.get_runtime_context().get_node_id())
-    items = work.items
+    limiter = work.limiter(ray, policy)
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // BLOCK_ROWS)))
     ds = ds.map_batches(
         Downloader,
@@ -160,20 +187,27 @@ def _dataset(ray: Any, work: _Work, model: Model, layout: RayPlan) -> Any:
         concurrency=layout.download_actors,
         num_cpus=0,  # it waits on the network; the limiter, not CPUs, bounds it
     )
-    return ds.map_batches(
-        Embedder,
-        fn_constructor_kwargs={
-            "model_path": str(model.spec.path),
-            "known": known_digests(work.embedded),
-            "threads": layout.cpus_per_actor,
-            "decode_workers": layout.decode_workers,
-            "embed_batch": layout.embed_batch,
-        },
-        batch_size=BLOCK_ROWS,
-        batch_format="numpy",
-        concurrency=(1, layout.embed_actors),  # carries on with fewer actors when a node is lost
-        num_cpus=layout.cpus_per_actor,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates remote args given as keywords but has no parameter for
+        # max_task_retries yet.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        return ds.map_batches(
+            Embedder,
+            fn_constructor_kwargs={
+                "model_path": str(model.spec.path),
+                "known": known_digests(work.embedded),
+                "threads": layout.cpus_per_actor,
+                "decode_workers": layout.decode_workers,
+                "embed_batch": layout.embed_batch,
+            },
+            batch_size=BLOCK_ROWS,
+            batch_format="numpy",
+            concurrency=layout.embed_actors,
+            num_cpus=layout.cpus_per_actor,
+            # Fail a batch whose actor died rather than wait for a restart that may never
+            # be placed (its node's CPUs are gone); _run_passes sends it again.
+            max_task_retries=0,
+        )
 
 
 class _Work:
@@ -191,6 +225,15 @@ class _Work:
         self.rows: list[SourceRow] = []
         self.items: list[dict[str, Any]] = []
         self.settled: list[tuple[str, SourceRow]] = []  # already stored and embedded: a source row only
+        self._limiter: Any = None
+
+    def limiter(self, ray: Any, policy: Any) -> Any:
+        """The run's one ``HostLimiter`` actor, on the driver's node, shared by every pass."""
+        from imgdb.engine.politeness import limiter_actor
+
+        if self._limiter is None:
+            self._limiter = limiter_actor(policy, ray.get_runtime_context().get_node_id())
+        return self._limiter
 
     def add_all(self, candidates: Iterable[Candidate]) -> None:
         for cand in candidates:
@@ -264,6 +307,7 @@ class Committer:
         self.images: dict[str, tuple[NewImage, np.ndarray]] = {}  # new to the store
         self.vectors: dict[str, np.ndarray] = {}  # stored already, new to this model
         self.sources: list[tuple[str, SourceRow]] = []
+        self.done: set[int] = set()  # work items whose result came back (a retried block may repeat some)
 
     def settle(self, known: Iterable[tuple[str, SourceRow]]) -> None:
         """Sources of images stored and embedded already (found again): one row each."""
@@ -275,6 +319,9 @@ class Committer:
 
     def add(self, batch: dict[str, np.ndarray], rows: list[SourceRow]) -> None:
         for i, idx in enumerate(batch["idx"]):
+            if int(idx) in self.done:
+                continue
+            self.done.add(int(idx))
             row = rows[int(idx)]
             self.progress.done("images")
             if batch["url"][i]:
