@@ -82,7 +82,7 @@ def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hash_pairs(
-    hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 22
+    hashes: np.ndarray, max_distance: int, *, max_chunk: int = 1 << 22, stats: dict[str, Any] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i < j) of 64-bit hashes within ``max_distance`` bits, and their distances.
 
@@ -90,7 +90,8 @@ def hash_pairs(
     entry), then the distinct values are searched by multi-index hashing
     (``_near_values``), or by a blocked brute force when that is cheaper (few values).
     The pairs are exactly those of the brute force. Memory stays bounded by ``max_chunk``
-    candidate pairs at a time.
+    candidate pairs at a time. ``stats`` (if given) receives the substrings and the number
+    of candidate pairs checked.
     """
     h = np.asarray(hashes, dtype=np.uint64)
     empty = np.zeros(0, np.int64)
@@ -98,7 +99,7 @@ def hash_pairs(
         return empty, empty, empty.astype(np.int16)
     uniq, inverse = np.unique(h, return_inverse=True)
     inverse = inverse.ravel()
-    u, v, d = _near_values(uniq, max_distance, max_chunk)
+    u, v, d = _near_values(uniq, max_distance, max_chunk, stats if stats is not None else {})
     # Expand distinct-value pairs back to image pairs, plus pairs inside equal-value classes.
     img_order = np.argsort(inverse, kind="stable")
     cstart, ccount = _runs(inverse[img_order])
@@ -112,7 +113,9 @@ def hash_pairs(
     return np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), dist.astype(np.int16)
 
 
-def _near_values(uniq: np.ndarray, t: int, max_chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _near_values(
+    uniq: np.ndarray, t: int, max_chunk: int, st: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (u < v) of distinct sorted 64-bit values within ``t`` bits, each once, with distances.
 
     Multi-index hashing: the 64 bits are split into substrings p with radii r_p such that
@@ -124,9 +127,11 @@ def _near_values(uniq: np.ndarray, t: int, max_chunk: int) -> tuple[np.ndarray, 
     m = len(uniq)
     us, vs, ds = [], [], []
     parts = _substrings(t, m)
+    checked = 0
     if t < 1:  # distinct values are at least one bit apart
-        pass
+        parts = []
     elif parts is None:  # brute force is cheaper
+        checked = m * (m - 1) // 2
         block = max(1, max_chunk // max(m, 1))
         for r0 in range(0, m, block):
             r1 = min(m, r0 + block)
@@ -157,11 +162,14 @@ def _near_values(uniq: np.ndarray, t: int, max_chunk: int) -> tuple[np.ndarray, 
                 keep = counts[bv] > 0
                 blocks.append((bu[keep], bv[keep]))
             for bu, bv in blocks:
+                cu, cv = counts[bu], counts[bv]
+                checked += int((cu * (cu - 1) // 2).sum() if bu is bv else (cu * cv).sum())
                 for a, b, d in _block_pairs(vals, starts, counts, bu, bv, t, max_chunk):
                     a, b = order[a], order[b]
                     us.append(np.minimum(a, b))
                     vs.append(np.maximum(a, b))
                     ds.append(d)
+    st.update(method="brute force" if parts is None else "multi-index", substrings=parts, checked=checked)
     empty = np.zeros(0, np.int64)
     u = np.concatenate(us) if us else empty
     v = np.concatenate(vs) if vs else empty
@@ -279,6 +287,7 @@ def equal_pairs(keys: Sequence[Hashable | None]) -> tuple[np.ndarray, np.ndarray
 EXACT_MAX_ROWS = 200_000
 IVF_CELL_ROWS = 1024  # vectors per k-means cell, on average
 IVF_PROBES = 32  # cells each vector is compared with, nearest first (recall: docs/scale.md)
+IVF_SECOND_DIM = 512  # principal coordinates of the second, tighter bound (0: none)
 
 
 def embedding_pairs(
@@ -292,6 +301,7 @@ def embedding_pairs(
     exact_max: int = EXACT_MAX_ROWS,
     probes: int = IVF_PROBES,
     cell_rows: int = IVF_CELL_ROWS,
+    second_dim: int = IVF_SECOND_DIM,
     stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs (i < j) whose cosine is >= ``cosine_min``, exactly, without an N x N matrix.
@@ -315,10 +325,11 @@ def embedding_pairs(
         return empty, empty, np.zeros(0, np.float32)
     eps = 1e-4  # float32 rounding in the bound
     if n > exact_max and reduced_dim and dim > 2 * reduced_dim:
-        Z = _bounding_projection(X, reduced_dim, sample)
-        return _ivf_pairs(X, cosine_min, Z, cosine_min - eps, max(1, round(n / cell_rows)), probes, st)
+        Z, Z2 = _bounding_projection(X, reduced_dim, sample, second_dim)
+        cells = max(1, round(n / cell_rows))
+        return _ivf_pairs(X, cosine_min, Z, Z2, cosine_min - eps, cells, probes, st)
     if reduced_dim and dim > 2 * reduced_dim and n > block_rows:
-        Z = _bounding_projection(X, reduced_dim, sample)
+        Z, _ = _bounding_projection(X, reduced_dim, sample)
         bound_thr = cosine_min - eps
     else:
         Z, bound_thr = X, cosine_min
@@ -375,28 +386,52 @@ def embedding_pairs(
     )
 
 
-def _bounding_projection(X: np.ndarray, k: int, sample: int) -> np.ndarray:
-    """[X P, |X - X P P^T|]: the (k + 1)-d vectors whose dot products bound the cosines."""
-    n = len(X)
+def _bounding_projection(X: np.ndarray, k: int, sample: int, k2: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """[X P, |X - X P P^T|]: the (k + 1)-d vectors whose dot products bound the cosines.
+
+    With ``k2 > k``, also the second level: the next k2 - k principal coordinates and the
+    residual norm past them, whose dot products added to the first level's coordinates'
+    bound the cosines more tightly (the same Cauchy-Schwarz step on a smaller residual).
+    """
+    n, dim = X.shape
     rng = np.random.default_rng(0)  # deterministic basis: same store, same candidates
     S = X[np.sort(rng.choice(n, size=min(n, sample), replace=False))]
     _w, V = np.linalg.eigh((S.T @ S).astype(np.float64))
-    P = np.ascontiguousarray(V[:, ::-1][:, :k], dtype=np.float32)
-    Z = X @ P
-    resid = np.sqrt(np.maximum(0.0, np.einsum("ij,ij->i", X, X) - np.einsum("ij,ij->i", Z, Z)))
-    # Inflate by a hair so float32 rounding can never make the bound undershoot.
-    return np.hstack([Z, (resid * (1 + 1e-4) + 1e-4)[:, None]]).astype(np.float32)
+    top = max(k, min(k2, dim - 1))
+    P = np.ascontiguousarray(V[:, ::-1][:, :top], dtype=np.float32)
+    Z1 = np.empty((n, k + 1), np.float32)
+    Z2 = np.empty((n, top - k + 1), np.float32) if top > k else None
+    for s0 in range(0, n, 65536):  # in chunks: X P at full width would be another n x k2
+        x = X[s0 : s0 + 65536]
+        z = x @ P
+        left = np.einsum("ij,ij->i", x, x)
+        for out, part in ((Z1, z[:, :k]), (Z2, z[:, k:])):
+            if out is None:
+                break
+            left = left - np.einsum("ij,ij->i", part, part)
+            # Inflate by a hair so float32 rounding can never make the bound undershoot.
+            out[s0 : s0 + 65536, :-1] = part
+            out[s0 : s0 + 65536, -1] = np.sqrt(np.maximum(0.0, left)) * (1 + 1e-4) + 1e-4
+    return Z1, Z2
 
 
 def _ivf_pairs(
-    X: np.ndarray, cosine_min: float, Z: np.ndarray, bound_thr: float, cells: int, probes: int, st: dict[str, Any]
+    X: np.ndarray,
+    cosine_min: float,
+    Z: np.ndarray,
+    Z2: np.ndarray | None,
+    bound_thr: float,
+    cells: int,
+    probes: int,
+    st: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) with cosine >= ``cosine_min`` among those sharing a cell: j's home cell
     is one of i's ``probes`` nearest, or the other way round.
 
     Cells are spherical k-means centroids of the PCA coordinates ``Z[:, :-1]``; within a
-    cell the residual bound of ``embedding_pairs`` prunes, and candidates are re-scored at
-    full dimension. Work grows as N x probes x (N / cells) instead of N^2.
+    cell the residual bound of ``embedding_pairs`` prunes, then the tighter second-level
+    bound ``Z2`` (a gather of k2 - k floats a candidate, not ``dim``), and only what is left
+    is re-scored at full dimension. Work grows as N x probes x (N / cells) instead of N^2.
     """
     n = len(X)
     coords = Z[:, :-1]
@@ -416,32 +451,49 @@ def _ivf_pairs(
     v_starts = np.searchsorted(flat[visitors], np.arange(cells + 1))
     visitors //= probes  # row of each (vector, probe) entry
     out_a, out_b, out_s = [], [], []
-    looked = candidates = 0
+    looked = candidates = second = 0
     for c in range(cells):
         m = members[m_starts[c] : m_starts[c + 1]]
         q = visitors[v_starts[c] : v_starts[c + 1]]
         if not len(m) or not len(q):
             continue
         zm, xm = Z[m], X[m]
+        z2m = Z2[m] if Z2 is not None else None
         for q0 in range(0, len(q), 4096):
             qq = q[q0 : q0 + 4096]
-            tile = Z[qq] @ zm.T
+            zq = Z[qq]
+            tile = zq @ zm.T
             looked += tile.size
             ii, jj = np.nonzero(tile >= bound_thr)
-            a, b = qq[ii], m[jj]
-            keep = a != b
-            a, jj = a[keep], jj[keep]
-            candidates += len(a)
+            keep = qq[ii] != m[jj]
+            ii, jj = ii[keep], jj[keep]
+            candidates += len(ii)
+            if z2m is not None and len(ii):
+                # Second level: the first level's coordinates (its bound minus the residual
+                # term) plus the next coordinates and the smaller residual's bound.
+                assert Z2 is not None
+                z2q = Z2[qq]
+                bound = tile[ii, jj] - zq[ii, -1] * zm[jj, -1]
+                for s0 in range(0, len(ii), 8192):  # gathers of a few MB stay in cache
+                    i8, j8 = ii[s0 : s0 + 8192], jj[s0 : s0 + 8192]
+                    bound[s0 : s0 + 8192] += np.einsum("ij,ij->i", z2q[i8], z2m[j8])
+                ok = bound >= bound_thr
+                ii, jj = ii[ok], jj[ok]
+                second += len(ii)
             # Re-scored here, while the cell's rows are at hand: collecting every candidate
             # first would hold about 1e8 pairs at a million vectors.
-            score = np.einsum("ij,ij->i", X[a], xm[jj])
+            a = qq[ii]
+            score = np.empty(len(ii), np.float32)
+            for s0 in range(0, len(ii), 8192):
+                score[s0 : s0 + 8192] = np.einsum("ij,ij->i", X[a[s0 : s0 + 8192]], xm[jj[s0 : s0 + 8192]])
             ok = score >= cosine_min
             a, b = a[ok], m[jj[ok]]
             out_a.append(np.minimum(a, b))
             out_b.append(np.maximum(a, b))
             out_s.append(score[ok])
     st.update(method="ivf", cells=cells, probes=probes, compared=looked, candidates=candidates, dense_tiles=0)
-    st["reduced_dim"] = Z.shape[1]
+    st.update(reduced_dim=Z.shape[1], second_dim=Z2.shape[1] if Z2 is not None else None)
+    st["rescored"] = second if Z2 is not None else candidates
     if not out_a:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
