@@ -42,6 +42,10 @@ class LocalCluster:
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": os.urandom(16).hex(),
+            # A raylet starts at most one worker process at a time per CPU it has; these
+            # nodes are slices of one machine, so let each start as many as the machine
+            # could (else a 1-CPU node starts its actors one after another).
+            "RAY_worker_maximum_startup_concurrency": str(os.cpu_count() or 1),
         }
         self.groups: list[int] = []
         try:
@@ -55,7 +59,14 @@ class LocalCluster:
     def _start(self, *args: str) -> int:
         ray = str(Path(sys.executable).with_name("ray"))
         low = free_port()
-        ports = [f"--{name}={free_port()}" for name in _SERVICE_PORTS]
+        taken = set(range(low, low + 201)) | {int(self.address.rsplit(":", 1)[1])}
+        picked: list[int] = []
+        while len(picked) < len(_SERVICE_PORTS):  # none inside the worker port range: ray start refuses that
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                picked.append(port)
+        ports = [f"--{name}={port}" for name, port in zip(_SERVICE_PORTS, picked)]
         command = [ray, "start", *args, "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
                    "--disable-usage-stats", *ports, f"--min-worker-port={low}", f"--max-worker-port={low + 200}"]  # fmt: skip
         proc = subprocess.Popen(

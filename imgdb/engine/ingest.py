@@ -15,10 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import queue
 import socket
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,25 +72,59 @@ def run_on_ray(
     options: IngestOptions,
 ) -> None:
     """Ingest ``paths`` and ``urls`` into ``store`` with the cluster at ``options.ray_address``."""
-    ray = _import_ray()
-    work = _Work(store, model.spec.key, summary, progress, options)
-    if paths:
-        work.add_all(_file_candidates(store, paths, summary, progress, options.max_images))
-    if urls:
-        work.crawl(urls)
-    # What the store held before the run: the work list read it already.
-    committer = Committer(store, model.spec.key, summary, progress, COMMIT_ROWS, set(work.embedded), set(work.sizes))
-    committer.settle(work.settled)
-    if work.items:
-        started_here = not ray.is_initialized()
-        if started_here:
-            _init_ray(ray, options.ray_address)
-        try:
-            _run_passes(ray, work, model, committer)
-        finally:
+    connection = _Connection(options.ray_address)  # connects while the driver crawls
+    committer: Committer | None = None
+    try:
+        work = _Work(store, model.spec.key, summary, progress, options)
+        if paths:
+            work.add_all(_file_candidates(store, paths, summary, progress, options.max_images))
+        if urls:
+            work.crawl(urls)
+        # What the store held before the run: the work list read it already.
+        committer = Committer(store, model.spec.key, summary, progress, COMMIT_ROWS, set(work.embedded), set(work.sizes))  # fmt: skip
+        committer.settle(work.settled)
+        if work.items:
+            _run_passes(connection.ray(), work, model, committer)
+    finally:
+        if committer is not None:
             committer.flush()
-            if started_here:
-                ray.shutdown()
+        connection.close()
+
+
+class _Connection:
+    """Ray imported and connected in a thread of its own, so that it overlaps the crawl."""
+
+    def __init__(self, address: str | None):
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--engine ray needs Ray: pip install 'imgdb[ray]'")
+        if address and address not in ("auto", "local") and "://" not in address:
+            _check_reachable(address)
+        self.address = address
+        self.started_here = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._connect, name="imgdb-ray-connect", daemon=True)
+        self.thread.start()
+
+    def _connect(self) -> None:
+        try:
+            ray = _import_ray()
+            if not ray.is_initialized():
+                _init_ray(ray, self.address)
+                self.started_here = True
+        except BaseException as exc:  # raised in the driver's thread by ray()
+            self.error = exc
+
+    def ray(self) -> Any:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return _import_ray()
+
+    def close(self) -> None:
+        """Disconnect (ending a local instance this run started); waits for a connect under way."""
+        self.thread.join()
+        if self.started_here:
+            _import_ray().shutdown()
 
 
 def _run_passes(ray: Any, work: _Work, model: Model, committer: Committer) -> None:
@@ -134,8 +170,6 @@ def _init_ray(ray: Any, address: str | None) -> None:
     # again, and a pass that returns nothing ends the run with imgdb's own one-line error.
     logging.getLogger("ray").setLevel(logging.ERROR)
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-    if address and address not in ("auto", "local") and "://" not in address:
-        _check_reachable(address)
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address is None and "RAY_ADDRESS" not in os.environ:
         kwargs["include_dashboard"] = False  # a local instance started just for this run
