@@ -66,6 +66,7 @@ from imgdb import dedup
 from imgdb.acquire.ingest import ingest
 from imgdb.dedup.pairs import popcount64
 from imgdb.dedup.runs import load_vectors
+from imgdb.dedup.verify import SURE
 from imgdb.eval.labels import read_labels
 from imgdb.eval.metrics import (
     false_pairs,
@@ -523,10 +524,32 @@ def bench_report(store: Store, bench: BenchLabels, find_args: dict[str, Any]) ->
         },
     }
     print_bench(report["splits"])
+    report["sure_zone"] = sure_zone_scores(bench, result, files_of)
+    print(f"sure zone (accepted without verification), file pairs per split: {report['sure_zone']}")
     fit = [f for f in files if bench.split[f] == "fit"]
     report["distances_fit"] = bench_distances(store, bench, fit, image_of)
     print_bench_distances(report["distances_fit"])
     return report
+
+
+def sure_zone_scores(bench: BenchLabels, result: dedup.DupeResult, files_of: dict[str, list[Path]]) -> dict[str, Any]:
+    """Per split, the file pairs of the pairs the sure zone accepted: how many, how many
+    of one source (correct), and how many are a recolour or another image (wrong)."""
+    out: dict[str, Any] = {s: Counter() for s in SPLITS}
+    for p in result.pairs:
+        if SURE not in p.stages:
+            continue
+        for fa in files_of.get(p.a, ()):
+            for fb in files_of.get(p.b, ()):
+                same = bench.group[fa] == bench.group[fb]
+                recolour = same and "recolour" in (bench.kind[fa], bench.kind[fb])
+                verdict = "recolour" if recolour else "correct" if same else "other image"
+                split = bench.split[fa] if bench.split[fa] == bench.split[fb] else None
+                for s in ("all", split):
+                    if s is not None:
+                        out[s]["pairs"] += 1
+                        out[s][verdict] += 1
+    return {s: dict(c) for s, c in out.items()}
 
 
 def split_scores(

@@ -305,3 +305,27 @@ def test_two_flavours_of_one_pack_never_join(uploads):
     assert the_pair(uploads, "pack-blueberry.jpg", "pack-vanilla.jpg") is None
     ids = uploads["ids"]
     assert not any({ids["pack-blueberry.jpg"], ids["pack-vanilla.jpg"]} <= set(g.ids) for g in uploads["result"].groups)
+
+
+def test_the_verifier_prepares_each_image_once_even_with_a_small_cache():
+    from imgdb.dedup.verify import Verifier
+    from imgdb.imaging.decode import decode
+
+    # Two photos with four renditions each; their pairs arrive interleaved, by id.
+    blobs = {}
+    for seed in (3, 4):
+        photo = images.photo(seed, (240, 180))
+        for k, width in enumerate((240, 200, 160, 120)):
+            blobs[f"{k}-{seed}"] = jpeg(photo.resize((width, width * 3 // 4), Image.Resampling.LANCZOS))
+    loads: list[str] = []
+
+    def load(image_id: str):
+        loads.append(image_id)
+        decoded = decode(blobs[image_id])
+        return decoded.image, decoded.alpha
+
+    pairs = [(a, b) for a in sorted(blobs) for b in sorted(blobs) if a < b and a[-1] == b[-1]]
+    verifier = Verifier(load, workers=1, cache=4)
+    evidence = verifier.check_many(pairs)
+    assert all(ev is not None and ev.kind == "duplicate" for ev in evidence)
+    assert sorted(loads) == sorted(blobs)  # each image read and prepared once

@@ -424,8 +424,9 @@ class Verifier:
         """Evidence for many pairs, on a thread pool (OpenCV and Pillow release the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        todo = sorted({(min(a, b), max(a, b)) for a, b in pairs} - self._evidence.keys())
-        # Prepare in order of first use, in chunks, so the cache holds what the chunk needs.
+        todo = _local_order(sorted({(min(a, b), max(a, b)) for a, b in pairs} - self._evidence.keys()))
+        # In chunks, in an order where an image's pairs come together: the cache then
+        # prepares almost every image once.
         with ThreadPoolExecutor(self._workers, thread_name_prefix="imgdb-verify") as pool:
             step = max(1, self._cache_size // 4)
             for start in range(0, len(todo), step):
@@ -464,3 +465,24 @@ class Verifier:
             while len(self._prepared) > self._cache_size:
                 self._prepared.popitem(last=False)
         return prepared
+
+
+def _local_order(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs ordered so that each image's pairs lie close together: the images in the
+    reverse Cuthill-McKee order of the pair graph (small bandwidth), then the pairs by
+    their first and last image in that order."""
+    if not pairs:
+        return pairs
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    ids = sorted({i for pair in pairs for i in pair})
+    index = {image_id: k for k, image_id in enumerate(ids)}
+    a = np.asarray([index[x] for x, _y in pairs])
+    b = np.asarray([index[y] for _x, y in pairs])
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(len(ids), len(ids))).tocsr()
+    position = np.empty(len(ids), np.int64)
+    position[reverse_cuthill_mckee(graph + graph.T, symmetric_mode=True)] = np.arange(len(ids))
+    pa, pb = position[a], position[b]
+    order = np.lexsort((np.maximum(pa, pb), np.minimum(pa, pb)))
+    return [pairs[k] for k in order.tolist()]
