@@ -24,6 +24,7 @@ on mid-grey, so their shapes count, never as blank white.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -393,14 +394,14 @@ class Verifier:
     within ``FRAME_MAX_PHASH`` bits (without it, always).
     """
 
-    def __init__(self, load: Any, *, phash: Any = None, workers: int = 2, cache: int = 1024):
+    def __init__(self, load: Any, *, phash: Any = None, workers: int | None = None, cache: int = 1024):
         import threading
         from collections import OrderedDict
 
         self._lock = threading.Lock()
         self._load = load
         self._phash = phash
-        self._workers = workers
+        self._workers = workers or os.cpu_count() or 2  # verification is CPU-bound: one thread a core
         self._cache_size = cache
         self._prepared: OrderedDict[str, Prepared | None] = OrderedDict()
         self._evidence: dict[tuple[str, str], Evidence | None] = {}
