@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from imgdb.dedup.hashes import ImageHashes, hash_decoded, hash_row
 from imgdb.errors import DecodeError, FetchError, NoAIRefused, StoreError, UsageError
 from imgdb.imaging.decode import MAX_BYTES, decode
 from imgdb.imaging.model import Model
@@ -162,6 +163,7 @@ class _Prepared:
     format: str = ""
     tensor: np.ndarray | None = None
     restored: bool = False  # already stored, and its damaged blob was rewritten
+    hashes: ImageHashes | None = None  # dupes' per-image hashes, from the same decode
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,7 +323,8 @@ class Processor:
         decoded = decode(data, target=self.spec.decode_target)
         _check_size(decoded.width, decoded.height, self.options.min_size or _default_min_size(cand.source.kind))
         tensor = self.spec.preprocess(decoded.image)
-        return _Prepared(image_id, data, decoded.width, decoded.height, decoded.format, tensor)
+        hashes = hash_decoded(data, decoded, self.spec.decode_target)  # so that dupes decodes nothing
+        return _Prepared(image_id, data, decoded.width, decoded.height, decoded.format, tensor, hashes=hashes)
 
     def _take(self, cand: Candidate, future: Future[_Prepared]) -> None:
         self.progress.done("images")
@@ -400,6 +403,8 @@ class Processor:
         except Exception:
             self._store_one_by_one(new, vectors[fresh])
         self.store.add_vectors(self.spec.key, [batch[i][0].id for i in again], vectors[again])
+        # Stored before ingest hashed (or by the Ray engine): decoded now, so hashed now.
+        self.store.put_hashes([(p.id, hash_row(p.hashes)) for p, _ in (batch[i] for i in again) if p.hashes])
         if sources:
             self.store.add_sources(sources, self.summary.run_id)
 
@@ -457,7 +462,8 @@ def _tensor(prep: _Prepared) -> np.ndarray:
 
 def _new_image(prep: _Prepared, sources: list[SourceRow]) -> NewImage:
     assert prep.data is not None, "only new images are batched"
-    return NewImage(prep.id, prep.data, prep.width, prep.height, prep.format, sources)
+    hashes = hash_row(prep.hashes) if prep.hashes is not None else None
+    return NewImage(prep.id, prep.data, prep.width, prep.height, prep.format, sources, hashes)
 
 
 def _read(path: Path | None) -> bytes:

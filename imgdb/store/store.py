@@ -13,7 +13,8 @@ Order of operations for a batch of new images (``add_images``):
 1. write ``journal.json`` listing the batch's ids and model key;
 2. write each blob to ``blobs/tmp`` and rename it into place (atomic, idempotent);
 3. LanceDB: append the rows whose id has no vector yet (a Lance commit is atomic);
-4. one DuckDB transaction inserts the ``images`` and ``sources`` rows;
+4. one DuckDB transaction inserts the ``images`` and ``sources`` rows (and the
+   ``image_hashes`` rows ingest computed);
 5. remove ``journal.json``.
 
 So an ``images`` row is only ever committed after its blob and vector exist.
@@ -294,6 +295,7 @@ class NewImage:
     height: int
     format: str
     sources: list[SourceRow]
+    hashes: dict[str, Any] | None = None  # its image_hashes row (column -> value; dedup.hashes.hash_row)
 
 
 class Store:
@@ -931,6 +933,7 @@ class Store:
                     "ON CONFLICT DO NOTHING",
                 )
                 self._insert_sources([(im.id, s) for im in images for s in im.sources], run_id)
+                self._insert_hashes([(im.id, im.hashes) for im in images if im.hashes is not None])
             self._journal.unlink(missing_ok=True)
 
     @_io
@@ -968,6 +971,37 @@ class Store:
         if model_key not in self._vector_ids:
             self._vector_ids[model_key] = self._read_vector_ids(model_key)
         return self._vector_ids[model_key]
+
+    def put_hashes(self, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Write ``image_hashes`` rows (image id, column -> value), replacing older ones."""
+        with self._db():
+            self._insert_hashes(rows)
+
+    def _insert_hashes(self, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        import pyarrow as pa
+
+        if not rows:
+            return
+        columns = list(rows[0][1])
+        now = utcnow()
+        # Hashes are unsigned 64-bit: Arrow would guess int64 and overflow on the top bit.
+        batch = pa.table(
+            {
+                "image_id": [image_id for image_id, _ in rows],
+                **{c: pa.array([r[c] for _, r in rows], pa.uint64() if c in _UNSIGNED else None) for c in columns},
+                "computed_at": [now] * len(rows),
+            }
+        )
+        names = ", ".join(batch.column_names)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in batch.column_names[1:])
+        with self._db() as con:
+            con.register("_imgdb_hashes", batch)
+            try:
+                con.execute(
+                    f"INSERT INTO image_hashes ({names}) SELECT {names} FROM _imgdb_hashes ON CONFLICT DO UPDATE SET {updates}"
+                )
+            finally:
+                con.unregister("_imgdb_hashes")
 
     def add_sources(self, rows: Iterable[tuple[str, SourceRow]], run_id: int | None) -> None:
         """Record more places where already-stored images were found."""
@@ -1225,6 +1259,7 @@ _SOURCE_COLUMNS = [
     "fetched_at",
     "run_id",
 ]
+_UNSIGNED = ("phash", "dhash", "square_phash")  # image_hashes' UBIGINT columns
 
 
 def _list_tables(db: Any) -> list[str]:
