@@ -142,15 +142,18 @@ def _run_passes(ray: Any, work: _Work, model: Model, committer: Committer) -> No
 
     todo = work.items
     while todo:
-        lost: BaseException | None = None
+        lost = ""
+        batches = iter(_dataset(ray, todo, work, model, plan(ray)).iter_batches(batch_size=None, batch_format="numpy"))
         try:
-            for batch in _dataset(ray, todo, work, model, plan(ray)).iter_batches(batch_size=None, batch_format="numpy"):  # fmt: skip
+            for batch in batches:
                 committer.add(batch, work.rows)
         except (ray.exceptions.RayError, ExecutionTimeoutError) as exc:
-            lost = exc
+            lost = str(exc).splitlines()[0]  # not the exception: its traceback would keep the pass alive
+        finally:
+            batches.close()  # ends the pass's actors now, so the next pass can have their CPUs
         left = [item for item in todo if item["idx"] not in committer.done]
         if len(left) == len(todo):
-            why = f": {str(lost).splitlines()[0]}" if lost else " (see Ray's logs)"
+            why = f": {lost}" if lost else " (see Ray's logs)"
             raise ImgdbError(f"the Ray cluster returned none of the {len(todo)} images it was given{why}")
         todo = left
 
