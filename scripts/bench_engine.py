@@ -91,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         load = statistics.median(r["load_before"] for r in rs)
         secs = statistics.median(r["seconds"] for r in rs)
         lines.append(f"{name:<8} {secs:>8.1f} {med[name]:>9.1f} {load:>12.2f}")
+    overhead = args.n / med["ray-2"] - args.n / med["local"]
     lines += [
         f"ray-2 / local = {ratio_local:.2f} (target >= {TARGET:.2f}: {'met' if ratio_local >= TARGET else 'NOT met'})",
         f"ray-2 / ray-1 = {ratio_scale:.2f} (2 workers vs 1)",
+        f"Ray overhead on this machine: {overhead:+.1f} s per {args.n} images (ray-2 - local, from the median rates)",
     ]
     text = "\n".join(lines)
     print(text)
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_rate": med,
         "ray2_over_local": ratio_local,
         "ray2_over_ray1": ratio_scale,
+        "ray_overhead_seconds": overhead,
         "target": TARGET,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }
