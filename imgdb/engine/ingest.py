@@ -138,8 +138,8 @@ def _run_passes(ray: Any, work: _Work, model: Model, committer: Committer) -> No
     has now. A result lost with its node ends a pass the same way. A pass that brings back
     nothing ends the run with an error (nothing committed is lost).
     """
-    from ray.data.exceptions import ExecutionTimeoutError
-
+    # Ray Data's no-progress timeout (30 min by default); older Rays have no such error.
+    stalled = getattr(importlib.import_module("ray.data.exceptions"), "ExecutionTimeoutError", ray.exceptions.RayError)
     todo = work.items
     while todo:
         lost = ""
@@ -147,7 +147,7 @@ def _run_passes(ray: Any, work: _Work, model: Model, committer: Committer) -> No
         try:
             for batch in batches:
                 committer.add(batch, work.rows)
-        except (ray.exceptions.RayError, ExecutionTimeoutError) as exc:
+        except (ray.exceptions.RayError, stalled) as exc:
             lost = str(exc).splitlines()[0]  # not the exception: its traceback would keep the pass alive
         finally:
             batches.close()  # ends the pass's actors now, so the next pass can have their CPUs
