@@ -4,7 +4,7 @@ The cluster is two ``ray start`` processes (a head and a worker, one CPU each), 
 this module and stopped (by their process groups) at its end. A shop of ``IMAGES``
 generated JPEGs is served on 127.0.0.1; every Ray ingest runs the real CLI in a
 subprocess (so the driver can be killed) and its store must equal a local ingest of the
-same pages: the same image ids, vectors within 1e-5, the same sources.
+same pages: the same image ids, vectors within 1e-5, the same sources and dupes hashes.
 
 Marked ``ray``: ``pytest -m ray`` runs only these, ``-m 'not ray'`` skips them.
 """
@@ -98,26 +98,31 @@ def wait_for_blobs(db: Path, at_least: int, proc: subprocess.Popen[bytes], timeo
     raise AssertionError(f"fewer than {at_least} blobs after {timeout} s")
 
 
-def snapshot(db: Path) -> tuple[dict[str, np.ndarray], set[tuple[object, ...]], set[tuple[object, ...]]]:
-    """(id -> vector, image rows, source rows) of a store, without what differs by run (times, run ids)."""
+Rows = set[tuple[object, ...]]
+
+
+def snapshot(db: Path) -> tuple[dict[str, np.ndarray], Rows, Rows, Rows]:
+    """(id -> vector, image rows, source rows, hash rows) of a store, without what differs by run (times, run ids)."""
     with Store.open(db) as store:
         key = store.main_model()
         assert key is not None
         ids, vectors = store.all_vectors(key)
         images = set(store.query("SELECT id, width, height, format, bytes, model FROM images"))
         sources = set(store.query("SELECT image_id, source, kind, page_url, alt, http_status, content_type FROM sources"))  # fmt: skip
-    return dict(zip(ids, vectors)), images, sources
+        hashes = set(store.query("SELECT image_id, phash, dhash, pixel_sha256, square_phash, error, hasher FROM image_hashes"))  # fmt: skip
+    return dict(zip(ids, vectors)), images, sources, hashes
 
 
 def assert_same_store(db: Path, expected: Path) -> None:
-    vectors, images, sources = snapshot(db)
-    want_vectors, want_images, want_sources = snapshot(expected)
+    vectors, images, sources, hashes = snapshot(db)
+    want_vectors, want_images, want_sources, want_hashes = snapshot(expected)
     assert len(vectors) == len(want_vectors) == IMAGES  # one vector per image: no duplicates
     assert vectors.keys() == want_vectors.keys()
     worst = max(float(np.abs(vectors[i] - want_vectors[i]).max()) for i in vectors)
     assert worst <= 1e-5
     assert images == want_images
     assert sources == want_sources
+    assert len(want_hashes) == IMAGES and hashes == want_hashes  # the dupes hashes ingest computes
 
 
 # ---------------------------------------------------------------------------- tests
@@ -167,11 +172,11 @@ def test_a_folder_ingested_on_the_cluster_equals_a_local_ingest(shop, cluster, t
                "--ray-address", cluster.address, "--db", str(tmp_path / "ray")]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cluster.env)
     assert done.returncode == 0, done.stderr[-3000:]
-    vectors, images, sources = snapshot(tmp_path / "ray")
-    want_vectors, want_images, want_sources = snapshot(tmp_path / "local")
+    vectors, images, sources, hashes = snapshot(tmp_path / "ray")
+    want_vectors, want_images, want_sources, want_hashes = snapshot(tmp_path / "local")
     assert local.new == 40 and vectors.keys() == want_vectors.keys()
     assert max(float(np.abs(vectors[i] - want_vectors[i]).max()) for i in vectors) <= 1e-5
-    assert images == want_images and sources == want_sources
+    assert images == want_images and sources == want_sources and hashes == want_hashes
     failures = []
     for db in (tmp_path / "ray", tmp_path / "local"):
         with Store.open(db) as store:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import os
 import queue
@@ -343,6 +344,7 @@ class Committer:
         self.stored = stored  # ids in the store
         self.images: dict[str, tuple[NewImage, np.ndarray]] = {}  # new to the store
         self.vectors: dict[str, np.ndarray] = {}  # stored already, new to this model
+        self.hashes: list[tuple[str, dict[str, Any]]] = []  # image_hashes rows of those
         self.sources: list[tuple[str, SourceRow]] = []
         self.done: set[int] = set()  # work items whose result came back (a retried block may repeat some)
 
@@ -381,13 +383,15 @@ class Committer:
                 self._known(image_id, bytes(batch["data"][i]), row)
                 continue
             vector = np.asarray(batch["vector"][i], dtype=np.float32)
-            if image_id in self.stored:  # stored under another model: only the vector is new
+            hashes = json.loads(str(batch["hashes"][i]))  # image_hashes' columns, as the local ingest has them
+            if image_id in self.stored:  # stored under another model: only the vector (and its hashes) are new
                 self.vectors[image_id] = vector
+                self.hashes.append((image_id, hashes))
                 self.sources.append((image_id, row))
                 self.summary.already_stored += 1
             else:
                 data = bytes(batch["data"][i])
-                image = NewImage(image_id, data, int(batch["width"][i]), int(batch["height"][i]), str(batch["format"][i]), [row])  # fmt: skip
+                image = NewImage(image_id, data, int(batch["width"][i]), int(batch["height"][i]), str(batch["format"][i]), [row], hashes)  # fmt: skip
                 self.images[image_id] = (image, vector)
                 self.summary.new += 1
             if len(self.images) + len(self.vectors) >= self.batch_rows:
@@ -412,6 +416,7 @@ class Committer:
         """Write what is pending: blobs, vectors and rows of new images first (Store orders them)."""
         images, self.images = list(self.images.values()), {}
         vectors, self.vectors = self.vectors, {}
+        hashes, self.hashes = self.hashes, []
         sources, self.sources = self.sources, []
         if images:
             self.store.add_images([im for im, _ in images], self.key, np.stack([v for _, v in images]), self.summary.run_id)  # fmt: skip
@@ -419,6 +424,7 @@ class Committer:
             self.embedded.update(im.id for im, _ in images)
         if vectors:
             self.store.add_vectors(self.key, list(vectors), np.stack(list(vectors.values())))
+            self.store.put_hashes(hashes)
             self.embedded.update(vectors)
         if sources:
             self.store.add_sources(sources, self.summary.run_id)

@@ -8,7 +8,7 @@ driver's ``SourceRow``, which never travels.
 ``Embedder`` (CPU, one ONNX session per actor, loaded once) hashes, decodes, preprocesses
 and embeds. Decoding sits in the embedding actor rather than a stage of its own so that a
 preprocessed tensor (600 KB for 224x224) never crosses the network; only bytes and
-vectors do. Every failure is a row with ``reason`` and ``detail``, never an exception, so
+vectors do (and each image's dupes hashes, from the same decode). Every failure is a row with ``reason`` and ``detail``, never an exception, so
 one bad image never fails a block.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +117,7 @@ class Embedder:
         width = np.zeros(n, dtype=np.int64)
         height = np.zeros(n, dtype=np.int64)
         formats = [""] * n
+        hashes = [""] * n  # JSON of each image's image_hashes row (its 64-bit ints kept exact)
         vectors = np.zeros((n, self.spec.dim), dtype=np.float32)
         embedded = np.zeros(n, dtype=bool)
         todo: list[tuple[int, Future[Any]]] = []
@@ -132,7 +134,7 @@ class Embedder:
             tensors: list[np.ndarray] = []
             for i, future in todo[start : start + self.embed_batch]:
                 try:
-                    tensor, width[i], height[i], formats[i] = future.result()
+                    tensor, width[i], height[i], formats[i], hashes[i] = future.result()
                 except DecodeError as exc:
                     reasons[i], details[i] = exc.reason, str(exc)
                     continue
@@ -147,6 +149,7 @@ class Embedder:
             "width": width,
             "height": height,
             "format": _column(formats, "format"),
+            "hashes": _column(hashes, "hashes"),
             "vector": vectors,
             "embedded": embedded,
             "reason": _column(reasons, "reason"),
@@ -159,13 +162,16 @@ class Embedder:
         # comparing without them is still exact.
         return at < len(self.known) and bytes(self.known[at]) == digest.rstrip(b"\0")
 
-    def _prepare(self, data: bytes, least: tuple[int, int]) -> tuple[np.ndarray, int, int, str]:
+    def _prepare(self, data: bytes, least: tuple[int, int]) -> tuple[np.ndarray, int, int, str, str]:
         from imgdb.acquire.ingest import _check_size
+        from imgdb.dedup.hashes import hash_decoded, hash_row
         from imgdb.imaging.decode import decode
 
         decoded = decode(data, target=self.spec.decode_target)
         _check_size(decoded.width, decoded.height, least)
-        return self.spec.preprocess(decoded.image), decoded.width, decoded.height, decoded.format
+        # The dupes hashes from the same decode, as the local ingest computes them.
+        hashes = json.dumps(hash_row(hash_decoded(data, decoded, self.spec.decode_target)))
+        return self.spec.preprocess(decoded.image), decoded.width, decoded.height, decoded.format, hashes
 
 
 def _column(values: list[Any], name: str) -> np.ndarray:
