@@ -90,7 +90,7 @@ def measure(name: str, blobs: list[bytes], spec: ModelSpec, repeats: int) -> dic
         result[hash_name] = {
             "mean_bits": round(float(bits[:, i].mean()), 3),
             "identical": round(float((bits[:, i] == 0).mean()), 3),
-            "p99": float(np.percentile(bits[:, i], 99)),
+            "p99": round(float(np.percentile(bits[:, i], 99)), 1),
             "max": int(bits[:, i].max()),
         }
     return result
