@@ -3,9 +3,9 @@
 1. Collect: URLs are crawled by the local ingest's own crawler (pages, pagination, depth,
    robots, noai, known URLs, caps), except that an image's URLs are queued instead of
    downloaded; folders are walked by the local walk. Images already stored and embedded
-   are settled here (a source row), without touching the cluster.
+   are settled here (a source row), without touching the cluster. Ray connects meanwhile.
 2. Run: the rest go through ``stages.Downloader`` and ``stages.Embedder`` as Ray Data
-   stages; Ray Data restarts an actor and retries its batch when a worker is lost.
+   stages; what a lost worker took with it is sent again in another pass (``_run_passes``).
 3. Commit: results stream back to the driver, the store's one writer, which stores them
    in batches through ``Store.add_images`` / ``add_vectors`` / ``add_sources`` and records
    each failure, exactly as the local ``Processor`` does. A killed driver loses only the
