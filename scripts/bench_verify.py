@@ -119,7 +119,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{Path(r['store']).name[:21]:<22}{r['images']:>8}{p['candidates']:>9.0f}{p['sure']:>9.0f}"
             f"{p['to_verify']:>10.0f}{r['pair_ms']['median']!s:>9}/{r['pair_ms']['mean']!s:<8}"
-            f"{r['match_ms']['mean']!s:>8}{r['checks_ms']['mean']!s:>10}{r['prepare_ms']['mean']!s:>9}"
+            f"{r['match_ms']['mean']!s:>9}{r['checks_ms']['mean']!s:>9}{r['prepare_ms']['mean']!s:>9}"
             f"{r['load_average'][0]:>6}-{r['load_average'][1]:<5}"
         )
 
