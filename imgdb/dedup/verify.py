@@ -369,7 +369,7 @@ def _recoloured(lab_a: np.ndarray, lab_b: np.ndarray, valid: np.ndarray) -> floa
     # show otherwise (neutrals that stayed neutral mean only the product changed).
     if neutral.mean() <= 0.05 and _one_hue(h1) != _one_hue(h2):
         return 0.0
-    turn = np.degrees(np.abs(np.angle(np.exp(1j * (h2 - h1)))))
+    turn = np.degrees(np.abs((h2 - h1 + np.pi) % (2 * np.pi) - np.pi))  # the turn, wrapped to [0, 180]
     turned = turn > RECOLOUR_HUE
     if neutral.mean() <= 0.05 and turned.mean() > 0.7:
         return 0.0  # every colour turned and nothing neutral shows otherwise: a colour grade
@@ -378,7 +378,7 @@ def _recoloured(lab_a: np.ndarray, lab_b: np.ndarray, valid: np.ndarray) -> floa
 
 def _one_hue(hues: np.ndarray) -> bool:
     """Whether the hues (radians) huddle around one angle, as in a monochrome tint."""
-    return bool(np.abs(np.exp(1j * hues).mean()) > 0.9)
+    return bool(np.hypot(np.cos(hues).mean(), np.sin(hues).mean()) > 0.9)  # length of the mean unit vector
 
 
 def _unflatten(rgb: Any, alpha: Any) -> Any:
