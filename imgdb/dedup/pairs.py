@@ -13,7 +13,9 @@
                     product grows as N^2; past ``EXACT_MAX_ROWS`` vectors an inverted file
                     (IVF) bounds it: k-means cells of about ``IVF_CELL_ROWS`` vectors, and
                     each vector is compared only with the vectors of its ``IVF_PROBES``
-                    nearest cells, which grows as N (recall measured in scripts/bench_dupes.py).
+                    nearest cells, which grows as N (recall measured in scripts/bench_dupes.py);
+                    its candidates pass a second, tighter bound (``IVF_SECOND_DIM``
+                    coordinates) before the full-dimension re-score.
 
 No function holds an N x N matrix; memory is bounded by a block or chunk size.
 """
@@ -315,7 +317,8 @@ def embedding_pairs(
     candidates are too dense to gather cheaply is re-scored as a full-dimension tile instead.
 
     Past ``exact_max`` vectors, ``_ivf_pairs`` limits the pairs looked at (``probes`` cells
-    per vector); every pair it returns is still scored exactly.
+    per vector); its candidates also meet the bound of the next ``second_dim - reduced_dim``
+    coordinates and the residual past them, and every pair it returns is scored exactly.
     """
     X = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = X.shape
