@@ -74,6 +74,18 @@ def logo(shape: str, side: int = 200) -> bytes:
     return buf.getvalue()
 
 
+def ingest_and_find(root: Path, files: dict[str, bytes]) -> dict:
+    """The files written to a folder, ingested into a fresh store, and its dupes run."""
+    pics = root / "pics"
+    pics.mkdir()
+    for name, data in files.items():
+        (pics / name).write_bytes(data)
+    with imgdb.open(root / "db", "w") as col:
+        col.ingest([str(pics)])
+        result = col.find_dupes()
+    return {"db": root / "db", "ids": {name: sha(data) for name, data in files.items()}, "result": result}
+
+
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, model):
     """A small shop's uploads: a portrait photo with its CMS renditions, two products shot the
@@ -94,14 +106,7 @@ def shop(tmp_path_factory, model):
     shirt, mask = product_on_white(7)
     files["shirt-red.jpg"] = jpeg(shirt)
     files["shirt-teal.jpg"] = jpeg(turn_hue(shirt, mask, 0.4))
-    pics = root / "pics"
-    pics.mkdir()
-    for name, data in files.items():
-        (pics / name).write_bytes(data)
-    with imgdb.open(root / "db", "w") as col:
-        col.ingest([str(pics)])
-        result = col.find_dupes()
-    return {"db": root / "db", "ids": {name: sha(data) for name, data in files.items()}, "result": result}
+    return ingest_and_find(root, files)
 
 
 def group_names(shop: dict, result: dedup.DupeResult) -> list[set[str]]:
@@ -245,14 +250,7 @@ def uploads(tmp_path_factory, model):
         "pack-blueberry.jpg": jpeg(flavour_pack("BLUEBERRY", (90, 60, 160))),
         "pack-vanilla.jpg": jpeg(flavour_pack("VANILLA", (240, 220, 150))),
     }
-    pics = root / "pics"
-    pics.mkdir()
-    for name, data in files.items():
-        (pics / name).write_bytes(data)
-    with imgdb.open(root / "db", "w") as col:
-        col.ingest([str(pics)])
-        result = col.find_dupes()
-    return {"db": root / "db", "ids": {name: sha(data) for name, data in files.items()}, "result": result}
+    return ingest_and_find(root, files)
 
 
 def the_pair(shop: dict, a: str, b: str) -> dedup.Pair | None:
