@@ -11,7 +11,8 @@ to a temp folder and measures on those; with it, on the image files under PATH (
 ingest walks them, at most ``--limit``). Each stage runs ``--repeats`` times; the tables
 show the median images/second:
 
-1. decode  - read bytes + sha256 + ``decode(target=spec.decode_target)`` + ``spec.preprocess``,
+1. decode  - read bytes + sha256 + ``decode(target=spec.decode_target)`` + ``spec.preprocess``
+             + the dupes hashes of that decode (``dedup.hashes.hash_decoded``),
              on one thread and on a pool of ``--decode-workers`` threads (as ingest does);
 2. model   - ``Model(spec, threads=T).embed_arrays`` on pre-made tensors, ``--batch-size`` a call
              (the same number of images, cycling through at most 256 tensors); and the
@@ -76,6 +77,7 @@ import onnxruntime
 from PIL import Image, ImageDraw
 
 from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
+from imgdb.dedup.hashes import hash_decoded
 from imgdb.errors import DecodeError
 from imgdb.eval.tables import render
 from imgdb.imaging.decode import decode
@@ -208,10 +210,13 @@ def wait_for_quiet(max_wait: float) -> float | None:
 
 
 def prepare(path: Path, spec: ModelSpec) -> np.ndarray:
-    """What an ingest worker does for one new file: read, hash, decode, preprocess."""
+    """What an ingest worker does for one new file: read, sha256, decode, preprocess, and
+    the dupes hashes of the same decode."""
     data = path.read_bytes()
     hashlib.sha256(data).hexdigest()
-    return spec.preprocess(decode(data, target=spec.decode_target).image)
+    decoded = decode(data, target=spec.decode_target)
+    hash_decoded(data, decoded, spec.decode_target)
+    return spec.preprocess(decoded.image)
 
 
 def run_decode(paths: list[Path], spec: ModelSpec, workers: int) -> float:
@@ -605,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     decode_cpu, whole_cpu = runs.cpu_ms("decode/1"), runs.cpu_ms(f"whole/{t}/{lanes}/{b}/{w}")
     first["cpu_ms"] = {"model": model_cpu, "decode": decode_cpu, "whole": whole_cpu}
     text += (
-        f"\nCPU per image: model {model_cpu:.2f} ms + read, decode, preprocess {decode_cpu:.2f} ms, so the"
+        f"\nCPU per image: model {model_cpu:.2f} ms + read, decode, preprocess, hash {decode_cpu:.2f} ms, so the"
         f" whole path reaches at most {model_cpu / (model_cpu + decode_cpu):.1%} of the model alone;"
         f" it used {whole_cpu:.2f} ms ({model_cpu / whole_cpu:.1%})"
     )
