@@ -9,7 +9,7 @@ file), one thread, CPU time per image (median of ``--repeats`` passes):
 
 * ``decode + preprocess``: what an ingest worker does anyway (``decode`` at the bundled
   model's target, which is ``HASH_TARGET``, then ``spec.preprocess``);
-* ``hash_image``: what ingest adds (``dedup.hashes.hash_image`` on that decode);
+* ``hash_image``: what ingest adds (``imaging.hashes.hash_image`` on that decode);
 * ``before``: what the first ``dupes`` paid per image before ingest hashed (a full-size
   decode, then plain imagehash on its luminance: pHash, dHash, centre-square pHash, and
   the pixel sha256).
@@ -35,9 +35,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from imgdb.dedup.hashes import HASH_TARGET, HASHER, bits_to_int, hamming, hash_image
 from imgdb.eval.tables import render
 from imgdb.imaging.decode import decode
+from imgdb.imaging.hashes import HASH_TARGET, HASHER, bits_to_int, hamming, hash_image
 from imgdb.imaging.model import ModelSpec
 
 

@@ -12,7 +12,7 @@ ingest walks them, at most ``--limit``). Each stage runs ``--repeats`` times; th
 show the median images/second:
 
 1. decode  - read bytes + sha256 + ``decode(target=spec.decode_target)`` + ``spec.preprocess``
-             + the dupes hashes of that decode (``dedup.hashes.hash_decoded``),
+             + the dupes hashes of that decode (``imaging.hashes.hash_decoded``),
              on one thread and on a pool of ``--decode-workers`` threads (as ingest does);
 2. model   - ``Model(spec, threads=T).embed_arrays`` on pre-made tensors, ``--batch-size`` a call
              (the same number of images, cycling through at most 256 tensors); and the
@@ -77,10 +77,10 @@ import onnxruntime
 from PIL import Image, ImageDraw
 
 from imgdb.acquire.ingest import IMAGE_SUFFIXES, IngestOptions, ingest
-from imgdb.dedup.hashes import hash_decoded
 from imgdb.errors import DecodeError
 from imgdb.eval.tables import render
 from imgdb.imaging.decode import decode
+from imgdb.imaging.hashes import hash_decoded
 from imgdb.imaging.model import Model, ModelSpec
 from imgdb.store import Store
 

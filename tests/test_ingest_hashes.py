@@ -15,8 +15,8 @@ from PIL import Image
 
 from imgdb import dedup
 from imgdb.acquire.ingest import ingest
-from imgdb.dedup.hashes import HASH_TARGET, hash_bytes
 from imgdb.imaging.decode import decode
+from imgdb.imaging.hashes import HASH_TARGET, hash_bytes
 from imgdb.imaging.model import Model
 from imgdb.store import Store
 from tests import images

@@ -60,9 +60,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from imgdb.dedup.hashes import ImageHashes, hash_decoded, hash_row
 from imgdb.errors import DecodeError, FetchError, NoAIRefused, StoreError, UsageError
 from imgdb.imaging.decode import MAX_BYTES, decode
+from imgdb.imaging.hashes import ImageHashes, hash_decoded, hash_row
 from imgdb.imaging.model import Model
 from imgdb.progress import NullProgress, Progress
 from imgdb.store import NewImage, SourceRow, Store

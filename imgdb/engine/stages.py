@@ -164,8 +164,8 @@ class Embedder:
 
     def _prepare(self, data: bytes, least: tuple[int, int]) -> tuple[np.ndarray, int, int, str, str]:
         from imgdb.acquire.ingest import _check_size
-        from imgdb.dedup.hashes import hash_decoded, hash_row
         from imgdb.imaging.decode import decode
+        from imgdb.imaging.hashes import hash_decoded, hash_row
 
         decoded = decode(data, target=self.spec.decode_target)
         _check_size(decoded.width, decoded.height, least)

@@ -295,7 +295,7 @@ class NewImage:
     height: int
     format: str
     sources: list[SourceRow]
-    hashes: dict[str, Any] | None = None  # its image_hashes row (column -> value; dedup.hashes.hash_row)
+    hashes: dict[str, Any] | None = None  # its image_hashes row (column -> value; imaging.hashes.hash_row)
 
 
 class Store:
