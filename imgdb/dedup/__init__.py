@@ -27,7 +27,7 @@ Modules: ``hashes`` (per-image hashes, cached), ``pairs`` (pair search on arrays
 """
 
 from imgdb.dedup.grouping import KEEP_POLICIES, group_without_chaining
-from imgdb.dedup.hashes import HASHER, ImageHashes, compute_hashes, hash_bytes, hash_image
+from imgdb.dedup.hashes import compute_hashes
 from imgdb.dedup.pairs import embedding_pairs, equal_pairs, hash_pairs
 from imgdb.dedup.results import DupeResult, Group, Member, Pair
 from imgdb.dedup.runs import find, latest_groups, load, reject, rejected_pairs, resolve_image
@@ -40,6 +40,7 @@ from imgdb.dedup.stages import (
     STAGES,
 )
 from imgdb.dedup.verify import DUPLICATE, RECOLOUR, Evidence
+from imgdb.imaging.hashes import HASHER, ImageHashes, hash_bytes, hash_image
 
 __all__ = [
     "COSINE_MIN",

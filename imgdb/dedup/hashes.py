@@ -12,34 +12,9 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from imgdb.imaging.hashes import (
-    HASH_TARGET,
-    HASHER,
-    ImageHashes,
-    bits_to_int,
-    hamming,
-    hash_bytes,
-    hash_decoded,
-    hash_image,
-    hash_row,
-)
+from imgdb.imaging.hashes import HASHER, ImageHashes, hash_bytes, hash_row
 from imgdb.progress import NullProgress, Progress
 from imgdb.store import Store
-
-__all__ = [
-    "HASHER",
-    "HASH_TARGET",
-    "ImageHashes",
-    "bits_to_int",
-    "cached_count",
-    "compute_hashes",
-    "hamming",
-    "hash_bytes",
-    "hash_decoded",
-    "hash_image",
-    "hash_row",
-]
-
 
 # ---------------------------------------------------------------------------------------
 # the cache

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from imgdb.dedup.grouping import KEEP_POLICIES, group_without_chaining, pick_keep
-from imgdb.dedup.hashes import HASHER, ImageHashes, cached_count, compute_hashes, hamming
+from imgdb.dedup.hashes import cached_count, compute_hashes
 from imgdb.dedup.pairs import embedding_pairs, equal_pairs, hash_pairs
 from imgdb.dedup.results import DupeResult, Group, Member, Pair
 from imgdb.dedup.stages import (
@@ -49,6 +49,7 @@ from imgdb.dedup.verify import (
     sure,
 )
 from imgdb.errors import DecodeError, UsageError
+from imgdb.imaging.hashes import HASHER, ImageHashes, hamming
 from imgdb.progress import Progress
 from imgdb.store import ImageInfo, Store, utcnow
 

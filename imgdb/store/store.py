@@ -712,14 +712,14 @@ class Store:
         from lancedb.index import BTree, IvfRq
 
         table = self.vectors(model_key)
-        indexed = _indexed(table)
-        if table.count_rows() >= config.EXACT_MAX_ROWS and "vector" not in indexed:
+        indexed, large = _indexed(table), table.count_rows() >= config.EXACT_MAX_ROWS
+        if large and "vector" not in indexed:
             # 4-bit RaBitQ codes: LanceDB's default 1 bit loses recall at 1M rows
             # (docs/evaluation.md, "Similar").
             table.create_index("vector", config=IvfRq(distance_type="cosine", num_bits=4))
         elif new_rows >= 1000 or (new_rows and indexed):
             table.optimize()
-        if table.count_rows() >= config.EXACT_MAX_ROWS and "id" not in indexed:
+        if large and "id" not in indexed:
             # A query image's own vector by id is then a lookup, not a scan of the table.
             table.create_index("id", config=BTree())
 
