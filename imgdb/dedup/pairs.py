@@ -36,7 +36,7 @@ def popcount64(x: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):  # numpy >= 2.0
         return np.bitwise_count(x).astype(np.int16)
     table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int16)
-    return table[x.view(np.uint8).reshape(-1, 8)].sum(axis=1, dtype=np.int16)
+    return table[x.view(np.uint8).reshape(*x.shape, 8)].sum(axis=-1, dtype=np.int16)
 
 
 def _run_pairs(
@@ -211,7 +211,7 @@ def _block_pairs(
             ra = starts[bu[sel]][:, None] + ar[None, r0:r1]
             cb = starts[bv[sel]][:, None] + ac[None, :]
             x = vals[ra][:, :, None] ^ vals[cb][:, None, :]
-            d = np.bitwise_count(x) if hasattr(np, "bitwise_count") else popcount64(x)
+            d = popcount64(x)
             p, x, y = np.nonzero(d <= t)
             if len(p) and bu[sel[0]] == bv[sel[0]]:  # a bucket with itself: same-shape blocks all are
                 ok = y > x + r0

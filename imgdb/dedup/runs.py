@@ -363,7 +363,7 @@ def _decide(
         candidates.distance.tolist(),
     ):
         by_pair.setdefault((a, b), []).append((STAGES[r], s, d if d >= 0 else None))
-    pairs, unsure = [], []
+    pairs, unsure, sure_pairs = [], [], 0
     for (a, b), found in by_pair.items():
         stage, score, distance = found[0]  # candidates are ordered strongest first
         pair = _pair(run, a, b, stage, score, distance, [s for s, _x, _y in found], hashes, vectors)
@@ -372,10 +372,11 @@ def _decide(
         elif sure(pair.phash_distance, pair.cosine):
             pair.stages.append(SURE)  # decided on the cheap evidence: no verification fields
             pairs.append(pair)
+            sure_pairs += 1
         else:
             unsure.append(pair)
     run.stats["candidate_pairs"] = len(by_pair)
-    run.stats["sure_pairs"] = sum(SURE in p.stages for p in pairs)
+    run.stats["sure_pairs"] = sure_pairs
     run.stats["to_verify"] = len(unsure)
     evidence = verifier.check_many([(p.a, p.b) for p in unsure])
     pairs += [pair for pair, ev in zip(unsure, evidence) if _judge(pair, ev)]
