@@ -141,10 +141,13 @@ def _run_passes(ray: Any, work: _Work, model: Model, committer: Committer) -> No
     """
     # Ray Data's no-progress timeout (30 min by default); older Rays have no such error.
     stalled = getattr(importlib.import_module("ray.data.exceptions"), "ExecutionTimeoutError", ray.exceptions.RayError)
+    stages = _stage_arguments(ray, work)
     todo = work.items
     while todo:
         lost = ""
-        batches = iter(_dataset(ray, todo, work, model, plan(ray)).iter_batches(batch_size=None, batch_format="numpy"))
+        batches = iter(
+            _dataset(ray, todo, stages, model, plan(ray)).iter_batches(batch_size=None, batch_format="numpy")
+        )
         try:
             for batch in batches:
                 committer.add(batch, work.rows)
@@ -204,9 +207,12 @@ def plan(ray: Any) -> RayPlan:
     return RayPlan(embed_actors=max(1, cpus), cpus_per_actor=1, download_actors=max(1, nodes))
 
 
-def _dataset(ray: Any, items: list[dict[str, Any]], work: _Work, model: Model, layout: RayPlan) -> Any:
+def _stage_arguments(ray: Any, work: _Work) -> dict[str, Any]:
+    """What every pass of a run shares: Ray Data's settings, the fetch policy, the run's one
+    ``HostLimiter`` actor (on the driver's node) and the digests of the images embedded."""
     from imgdb.acquire.fetch import FetchPolicy
-    from imgdb.engine.stages import Downloader, Embedder, known_digests
+    from imgdb.engine.politeness import limiter_actor
+    from imgdb.engine.stages import known_digests
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -215,11 +221,17 @@ def _dataset(ray: Any, items: list[dict[str, Any]], work: _Work, model: Model, l
     ctx.max_errored_blocks = -1  # a block lost with its actor is sent again by _run_passes
     policy = work.options.fetch_policy or FetchPolicy()
     policy.respect_robots = work.options.respect_robots
-    limiter = work.limiter(ray, policy)
+    limiter = limiter_actor(policy, ray.get_runtime_context().get_node_id())
+    return {"policy": policy, "limiter": limiter, "known": known_digests(work.embedded)}
+
+
+def _dataset(ray: Any, items: list[dict[str, Any]], stages: dict[str, Any], model: Model, layout: RayPlan) -> Any:
+    from imgdb.engine.stages import Downloader, Embedder
+
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // BLOCK_ROWS)))
     ds = ds.map_batches(
         Downloader,
-        fn_constructor_kwargs={"policy": policy, "limiter": limiter},
+        fn_constructor_kwargs={"policy": stages["policy"], "limiter": stages["limiter"]},
         batch_size=BLOCK_ROWS,
         batch_format="numpy",
         concurrency=layout.download_actors,
@@ -233,7 +245,7 @@ def _dataset(ray: Any, items: list[dict[str, Any]], work: _Work, model: Model, l
             Embedder,
             fn_constructor_kwargs={
                 "model_path": str(model.spec.path),
-                "known": known_digests(work.embedded),
+                "known": stages["known"],
                 "threads": layout.cpus_per_actor,
                 "decode_workers": layout.decode_workers,
                 "embed_batch": layout.embed_batch,
@@ -263,15 +275,6 @@ class _Work:
         self.rows: list[SourceRow] = []
         self.items: list[dict[str, Any]] = []
         self.settled: list[tuple[str, SourceRow]] = []  # already stored and embedded: a source row only
-        self._limiter: Any = None
-
-    def limiter(self, ray: Any, policy: Any) -> Any:
-        """The run's one ``HostLimiter`` actor, on the driver's node, shared by every pass."""
-        from imgdb.engine.politeness import limiter_actor
-
-        if self._limiter is None:
-            self._limiter = limiter_actor(policy, ray.get_runtime_context().get_node_id())
-        return self._limiter
 
     def add_all(self, candidates: Iterable[Candidate]) -> None:
         for cand in candidates:
