@@ -58,8 +58,11 @@ class LocalCluster:
 
     def _start(self, *args: str) -> int:
         ray = str(Path(sys.executable).with_name("ray"))
+        head = int(self.address.rsplit(":", 1)[1])
         low = free_port()
-        taken = set(range(low, low + 201)) | {int(self.address.rsplit(":", 1)[1])}
+        while low <= head <= low + 200:  # the head's port inside the worker range: ray start refuses that
+            low = free_port()
+        taken = set(range(low, low + 201)) | {head}
         picked: list[int] = []
         while len(picked) < len(_SERVICE_PORTS):  # none inside the worker port range: ray start refuses that
             port = free_port()
