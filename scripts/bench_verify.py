@@ -3,7 +3,8 @@
     python scripts/bench_verify.py STORE [STORE ...] [--sample N] [--out FILE]
 
 For each store (read only): the candidate pairs the library's stages propose at their
-default bounds, how many the sure zone takes (``verify.sure``), how many are verified and
+default bounds, how many the sure zone takes (``verify.sure``), how many the screen turns
+away (``dedup.screen``, with its CPU time a pair), how many are verified and
 how many of those may fall back to comparing whole frames (``FRAME_MAX_PHASH``), per 1,000
 images; then, on a seeded sample of the pairs to verify, the CPU time (process time, one
 thread) of preparing an image (decode at ``SIDE`` px and ORB features) and of verifying a
@@ -27,6 +28,7 @@ import numpy as np
 
 from imgdb import dedup
 from imgdb.dedup import runs, verify
+from imgdb.dedup.screen import Screen
 from imgdb.store import Store
 
 
@@ -55,10 +57,20 @@ def measure(path: Path, sample: int, seed: int) -> dict[str, Any]:
         )
         vectors, found["embedding"] = runs._embedding_stage(store, run, store.main_model() or "", dedup.COSINE_MIN)
         candidates = dedup.stages.Candidates.concat(list(found.values()))
-        keys = sorted(set(zip(candidates.a.tolist(), candidates.b.tolist())))
-        pairs = [runs._pair(run, a, b, "", 0.0, None, [], hashes, vectors) for a, b in keys]
+        stages: dict[tuple[int, int], set[str]] = {}
+        for a, b, r in zip(candidates.a.tolist(), candidates.b.tolist(), candidates.rank.tolist()):
+            stages.setdefault((a, b), set()).add(dedup.STAGES[r])
+        keys = sorted(stages)
+        pairs = [runs._pair(run, a, b, "", 0.0, None, sorted(stages[a, b]), hashes, vectors) for a, b in keys]
         sure = [p for p in pairs if verify.sure(p.phash_distance, p.cosine)]
-        unsure = [p for p in pairs if not verify.sure(p.phash_distance, p.cosine)]
+        screen = Screen(hashes)
+        t0 = time.process_time()
+        unsure = [
+            p
+            for p in pairs
+            if not verify.sure(p.phash_distance, p.cosine) and (p.stages != ["embedding"] or screen.passes(p.a, p.b))
+        ]
+        screen_s = time.process_time() - t0
         framed = sum(1 for p in unsure if p.phash_distance is not None and p.phash_distance <= verify.FRAME_MAX_PHASH)
         timed = random.Random(seed).sample(unsure, min(sample, len(unsure)))
         load = runs._loader(store)
@@ -95,9 +107,13 @@ def measure(path: Path, sample: int, seed: int) -> dict[str, Any]:
         "images_in_pairs": in_pairs,
         "candidate_pairs": len(keys),
         "sure": len(sure),
+        "screened": screen.screened,
+        "screened_out": len(pairs) - len(sure) - len(unsure),
+        "screen_ms": round(1000 * screen_s / screen.screened, 3) if screen.screened else None,
         "to_verify": len(unsure),
         "frames_allowed": framed,
         "per_1000": {k: round(v * per, 1) for k, v in (("candidates", len(keys)), ("sure", len(sure)),
+                                                      ("screened_out", len(pairs) - len(sure) - len(unsure)),
                                                       ("to_verify", len(unsure)))},
         "timed_pairs": len(pair_s),
         "pair_ms": {"median": ms(pair_s, "median"), "mean": ms(pair_s, "mean")},
@@ -110,7 +126,7 @@ def measure(path: Path, sample: int, seed: int) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (
-        f"{'store':<22}{'images':>8}{'cand/1k':>9}{'sure/1k':>9}{'verify/1k':>10}"
+        f"{'store':<22}{'images':>8}{'cand/1k':>9}{'sure/1k':>9}{'screened/1k':>12}{'screen ms':>10}{'verify/1k':>10}"
         f"{'pair ms med/mean':>18}{'ORB mean':>9}{'checks':>9}{'prep ms':>9}{'load':>12}"
     )
     print(head)
@@ -118,6 +134,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         p = r["per_1000"]
         print(
             f"{Path(r['store']).name[:21]:<22}{r['images']:>8}{p['candidates']:>9.0f}{p['sure']:>9.0f}"
+            f"{p['screened_out']:>12.0f}{r['screen_ms']!s:>10}"
             f"{p['to_verify']:>10.0f}{r['pair_ms']['median']!s:>9}/{r['pair_ms']['mean']!s:<8}"
             f"{r['match_ms']['mean']!s:>9}{r['checks_ms']['mean']!s:>9}{r['prepare_ms']['mean']!s:>9}"
             f"{r['load_average'][0]:>6}-{r['load_average'][1]:<5}"

@@ -4,6 +4,9 @@
     python scripts/fit_dupes.py /tmp/dupes-bench [--db /tmp/bench-store] [--out FILE]
     python scripts/calibrate_dupes.py /tmp/dupes-bench --db /tmp/bench-store   # reports both halves
 
+``--zones`` fits the sure zone and ``--screen`` the screen's ``SCREEN_MIN`` instead, both on
+the cheap evidence alone (nothing verified).
+
 Only files of the ``fit`` split are used. Every candidate pair the cheap stages propose
 among them (at the library's candidate bounds) is verified once, and its evidence kept;
 then a grid over ``MAX_CHANGED``, ``RECOLOUR_SHARE`` and ``RECOLOUR_MAX_CHANGED`` keeps the
@@ -29,6 +32,7 @@ import numpy as np
 from imgdb import dedup
 from imgdb.acquire.ingest import ingest
 from imgdb.dedup import runs, verify
+from imgdb.dedup.screen import Screen
 from imgdb.imaging.model import Model
 from imgdb.store import Store
 
@@ -42,11 +46,13 @@ def main() -> int:
     ap.add_argument(
         "--zones", action="store_true", help="fit the sure zone on the cheap evidence instead (nothing verified)"
     )
+    ap.add_argument("--screen", action="store_true", help="fit the screen's SCREEN_MIN instead (nothing verified)")
     args = ap.parse_args()
+    cheap = args.zones or args.screen
     with open(args.bench / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     fit = {str((args.bench / r["path"]).resolve()): r for r in rows if r["split"] == "fit"}
-    if args.evidence and args.evidence.is_file() and not args.zones:
+    if args.evidence and args.evidence.is_file() and not cheap:
         evidence = json.loads(args.evidence.read_text())
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -54,13 +60,13 @@ def main() -> int:
             with Store.open(db, write=True) as store:
                 if not store.image_ids():
                     ingest(store, sorted(fit), Model.load())
-                evidence = collect(store, fit, verified=not args.zones)
-        if args.evidence and not args.zones:
+                evidence = collect(store, fit, verified=not cheap)
+        if args.evidence and not cheap:
             args.evidence.write_text(json.dumps(evidence))
-    if args.zones:
-        zones = zone_grid(evidence)
+    if cheap:
+        fitted = {"sure_zones": zone_grid(evidence)} if args.zones else {"screen": screen_grid(evidence)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"sure_zones": zones, "pairs": len(evidence)}, indent=1))
+        args.out.write_text(json.dumps({**fitted, "pairs": len(evidence)}, indent=1))
         print(f"wrote {args.out}")
         return 0
     table = grid(evidence)
@@ -98,6 +104,7 @@ def collect(store: Store, fit: dict[str, dict[str, str]], *, verified: bool = Tr
         f"{sum(1 for k in truth_pairs if _truth(by_image, run, *k) == 'duplicate')}",
         flush=True,
     )
+    screen = Screen(hashes)
     checker = verify.Verifier(runs._loader(store), phash=runs._phash_distance(hashes))
     evidence = checker.check_many([(run.ids[a], run.ids[b]) for a, b in keys]) if verified else [None] * len(keys)
     out = []
@@ -114,6 +121,7 @@ def collect(store: Store, fit: dict[str, dict[str, str]], *, verified: bool = Tr
                if ev is not None else {}),
             "stages": sorted(stages_of[(a, b)]),
             "phash": cheap.phash_distance, "square": cheap.square_distance, "cosine": cheap.cosine,
+            "screen": screen.score(run.ids[a], run.ids[b]),
         })  # fmt: skip
     print(
         f"verified {checker.verified} pairs in {checker.seconds:.1f} s of verification "
@@ -203,6 +211,43 @@ def zone_grid(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     print(f"sure zones with no recolour or other image, nor one step looser ({len(evidence)} candidate pairs):")
     for r in ok[:10]:
         print(" ", r)
+    return ok
+
+
+#: Renditions that show the whole photograph (the others show a part of it).
+WHOLE = {"original", "w768", "w1024", "webp", "q60", "adjust", "gray", "tint", "overlay"}
+
+
+def screen_grid(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The screen's bound: the pairs only the embedding stage finds, scored by ``Screen``.
+
+    A bound qualifies when it keeps every recolour pair and at least 99.9% of the
+    duplicate pairs where one image shows the whole photograph (a rendition or crop placed
+    inside it: the links grouping needs; two partial crops of one photograph are joined
+    through it); of those, the one that turns away the most other pairs.
+    """
+    pairs = [e for e in evidence if e["stages"] == ["embedding"]]
+
+    def passes(e: dict[str, Any], t: float) -> bool:
+        return e["screen"] is None or e["screen"] >= t
+
+    whole = [e for e in pairs if e["truth"] == "duplicate" and WHOLE & set(e["variants"].split("~"))]
+    rows = []
+    for t in [round(float(x), 2) for x in np.arange(0.40, 0.86, 0.05)]:
+        rows.append({
+            "screen_min": t,
+            "whole_kept": sum(passes(e, t) for e in whole), "whole": len(whole),
+            "partial_kept": sum(passes(e, t) for e in pairs if e["truth"] == "duplicate" and e not in whole),
+            "recolours_kept": sum(passes(e, t) for e in pairs if e["truth"] == "recolour"),
+            "recolours": sum(e["truth"] == "recolour" for e in pairs),
+            "negatives_passing": sum(passes(e, t) for e in pairs if e["truth"] == "negative"),
+            "negatives": sum(e["truth"] == "negative" for e in pairs),
+        })  # fmt: skip
+    ok = [r for r in rows if r["recolours_kept"] == r["recolours"] and r["whole_kept"] >= 0.999 * r["whole"]]
+    ok.sort(key=lambda r: (r["negatives_passing"], -r["screen_min"]))
+    print(f"screen bounds on the {len(pairs)} embedding-only pairs of the fit half:")
+    for r in rows:
+        print(" ", r, "<- chosen" if ok and r is ok[0] else "")
     return ok
 
 

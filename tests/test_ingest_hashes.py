@@ -90,9 +90,11 @@ def test_ingest_writes_every_images_hashes_with_the_current_hasher(ingested):
 
 def test_ingest_hashes_are_what_dupes_computes_for_images_stored_without_them(ingested):
     store, rows = ingested["store"], ingested["rows"]
+    thumbs = {r[0]: tuple(r[1:]) for r in store.query("SELECT image_id, thumb, thumb_width FROM image_hashes")}
     for image_id in rows:
         h = hash_bytes(store.read_blob(image_id))
         assert (h.phash, h.dhash, h.square_phash, h.pixel_sha256, h.error) == rows[image_id][:5]
+        assert h.thumb and (h.thumb, h.thumb_width) == thumbs[image_id]  # the screen's thumbnail too
     store.query("DELETE FROM image_hashes")  # as a store ingested before ingest hashed
     recomputed = dedup.compute_hashes(store)
     assert hash_columns(store) == rows

@@ -32,10 +32,12 @@ def compute_hashes(
     """
     ids = sorted(store.image_ids()) if ids is None else list(ids)
     cached: dict[str, ImageHashes] = {}
-    for image_id, ph, dh, px, err, center in store.query(
-        "SELECT image_id, phash, dhash, pixel_sha256, error, square_phash FROM image_hashes WHERE hasher = ?", [HASHER]
+    for image_id, ph, dh, px, err, center, thumb, width in store.query(
+        "SELECT image_id, phash, dhash, pixel_sha256, error, square_phash, thumb, thumb_width FROM image_hashes "
+        "WHERE hasher = ?",
+        [HASHER],
     ):
-        cached[image_id] = ImageHashes(ph, dh, px, err, center)
+        cached[image_id] = ImageHashes(ph, dh, px, err, center, thumb, width)
     missing = [i for i in ids if i not in cached]
     progress = progress or NullProgress()
     progress.found("hash", len(missing))

@@ -23,6 +23,7 @@ from imgdb.dedup.grouping import KEEP_POLICIES, group_without_chaining, pick_kee
 from imgdb.dedup.hashes import cached_count, compute_hashes
 from imgdb.dedup.pairs import embedding_pairs, equal_pairs, hash_pairs
 from imgdb.dedup.results import DupeResult, Group, Member, Pair
+from imgdb.dedup.screen import SCREEN, Screen
 from imgdb.dedup.stages import (
     CERTAIN,
     COSINE_MIN,
@@ -136,6 +137,7 @@ def find(
         "hasher": HASHER,
         "verifier": VERIFIER,
         "sure_zone": [SURE_PHASH, SURE_COSINE],
+        "screen": SCREEN,
     }
     rejects = rejected_pairs(store)
     params["fingerprint"] = _fingerprint(run.ids, rejects, params)
@@ -352,7 +354,8 @@ def _decide(
 
     Identical pixels are certain; a pair in the sure zone (``verify.sure``: a resize or
     re-encode of one frame) is a duplicate on its cheap evidence, marked ``SURE`` in its
-    stages, with no verification fields; every other pair is verified.
+    stages, with no verification fields; a pair only the embedding stage found must pass
+    the screen (``dedup.screen``: one thumbnail placed inside the other); the rest are verified.
     """
     by_pair: dict[tuple[int, int], list[tuple[str, float, int | None]]] = {}
     for a, b, r, s, d in zip(
@@ -363,7 +366,8 @@ def _decide(
         candidates.distance.tolist(),
     ):
         by_pair.setdefault((a, b), []).append((STAGES[r], s, d if d >= 0 else None))
-    pairs, unsure, sure_pairs = [], [], 0
+    pairs, unsure, sure_pairs, screened = [], [], 0, 0
+    screen = Screen(hashes)
     for (a, b), found in by_pair.items():
         stage, score, distance = found[0]  # candidates are ordered strongest first
         pair = _pair(run, a, b, stage, score, distance, [s for s, _x, _y in found], hashes, vectors)
@@ -373,10 +377,15 @@ def _decide(
             pair.stages.append(SURE)  # decided on the cheap evidence: no verification fields
             pairs.append(pair)
             sure_pairs += 1
+        elif pair.stages == ["embedding"] and not screen.passes(pair.a, pair.b):
+            screened += 1
         else:
             unsure.append(pair)
     run.stats["candidate_pairs"] = len(by_pair)
     run.stats["sure_pairs"] = sure_pairs
+    run.stats["screened"] = screen.screened
+    run.stats["screened_out"] = screened
+    run.stats["screen_seconds"] = round(screen.seconds, 3)
     run.stats["to_verify"] = len(unsure)
     evidence = verifier.check_many([(p.a, p.b) for p in unsure])
     pairs += [pair for pair, ev in zip(unsure, evidence) if _judge(pair, ev)]

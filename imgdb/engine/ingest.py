@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import logging
 import os
 import queue
@@ -42,6 +41,7 @@ from imgdb.acquire.ingest import (
     safe_text,
 )
 from imgdb.errors import ImgdbError, UsageError
+from imgdb.imaging.hashes import row_from_json
 from imgdb.imaging.model import Model
 from imgdb.progress import Progress
 from imgdb.store import NewImage, SourceRow, Store
@@ -386,7 +386,7 @@ class Committer:
                 self._known(image_id, bytes(batch["data"][i]), row)
                 continue
             vector = np.asarray(batch["vector"][i], dtype=np.float32)
-            hashes = json.loads(str(batch["hashes"][i]))  # image_hashes' columns, as the local ingest has them
+            hashes = row_from_json(str(batch["hashes"][i]))  # image_hashes' columns, as the local ingest has them
             if image_id in self.stored:  # stored under another model: only the vector (and its hashes) are new
                 self.vectors[image_id] = vector
                 self.hashes.append((image_id, hashes))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,12 +164,12 @@ class Embedder:
     def _prepare(self, data: bytes, least: tuple[int, int]) -> tuple[np.ndarray, int, int, str, str]:
         from imgdb.acquire.ingest import _check_size
         from imgdb.imaging.decode import decode
-        from imgdb.imaging.hashes import hash_decoded, hash_row
+        from imgdb.imaging.hashes import hash_decoded, hash_row, row_json
 
         decoded = decode(data, target=self.spec.decode_target)
         _check_size(decoded.width, decoded.height, least)
         # The dupes hashes from the same decode, as the local ingest computes them.
-        hashes = json.dumps(hash_row(hash_decoded(data, decoded, self.spec.decode_target)))
+        hashes = row_json(hash_row(hash_decoded(data, decoded, self.spec.decode_target)))
         return self.spec.preprocess(decoded.image), decoded.width, decoded.height, decoded.format, hashes
 
 

@@ -1,5 +1,5 @@
-"""Per-image hashes for dupes: pHash (of the whole image and of its centre square), dHash
-and the sha256 of the decoded pixels.
+"""Per-image hashes for dupes: pHash (of the whole image and of its centre square), dHash,
+the sha256 of the decoded pixels, and a tiny grey thumbnail for the dupes screen.
 
 Every hash is of one decode, ``decode(data, target=HASH_TARGET)``, whoever computes it:
 ingest (``Processor._prepare`` reuses the model's decode when its target is the same) or
@@ -12,11 +12,16 @@ The centre square's pHash is what survives a CMS thumbnail: a square centre crop
 portrait photo shares it with the photo while the whole-image hashes differ. Transparent
 images are hashed as drawn on mid-grey (and their pixel hash includes the alpha band), so
 two logos that are blank on white are not "identical".
+
+The thumbnail (``THUMB_SIDE`` px on its long side, the same luminance the hashes start
+from) lets ``dedup.screen`` test whether one image could be a crop or rendition of another
+without decoding either again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +40,11 @@ HASH_TARGET = (256, 256)
 #: three times pHash's 32 px input, where a further LANCZOS pass adds nothing visible.
 REDUCED_SIDE = 96
 
+#: The long side of the grey thumbnail kept for the dupes screen (``dedup.screen``).
+THUMB_SIDE = 32
+
 #: Identifies how image_hashes rows were computed; rows from another hasher are recomputed.
-HASHER = "imagehash4-phash8-dhash8-center8+rgba-sha256-decode256-reduce96-v3"
+HASHER = "imagehash4-phash8-dhash8-center8+rgba-sha256-decode256-reduce96-thumb32-v4"
 
 
 @dataclass
@@ -46,6 +54,8 @@ class ImageHashes:
     pixel_sha256: str | None  # sha256 of size + decoded RGB(A) pixels
     error: str | None = None  # why there are no hashes ("unreadable" or a decode reason)
     square_phash: int | None = None  # pHash of the centre square
+    thumb: bytes | None = None  # grey thumbnail, uint8 rows, THUMB_SIDE px on its long side
+    thumb_width: int | None = None
 
 
 def hash_image(image: Any, alpha: Any = None) -> ImageHashes:
@@ -69,11 +79,15 @@ def hash_image(image: Any, alpha: Any = None) -> ImageHashes:
     w, h = gray.size
     side = min(w, h)
     center = gray.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    scale = THUMB_SIDE / max(w, h)
+    thumb = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
     return ImageHashes(
         bits_to_int(imagehash.phash(gray).hash),
         bits_to_int(imagehash.dhash(gray).hash),
         digest.hexdigest(),
         square_phash=bits_to_int(imagehash.phash(center).hash),
+        thumb=thumb.tobytes(),
+        thumb_width=thumb.width,
     )
 
 
@@ -106,9 +120,29 @@ def hash_row(hashes: ImageHashes) -> dict[str, Any]:
         "dhash": hashes.dhash,
         "pixel_sha256": hashes.pixel_sha256,
         "square_phash": hashes.square_phash,
+        "thumb": hashes.thumb,
+        "thumb_width": hashes.thumb_width,
         "error": hashes.error,
         "hasher": HASHER,
     }
+
+
+def row_json(row: dict[str, Any]) -> str:
+    """``hash_row``'s dict as JSON (the thumbnail as base64), to pass between processes."""
+    import base64
+
+    thumb = row.get("thumb")
+    return json.dumps({**row, "thumb": base64.b64encode(thumb).decode() if thumb is not None else None})
+
+
+def row_from_json(text: str) -> dict[str, Any]:
+    """The inverse of ``row_json``."""
+    import base64
+
+    row = json.loads(text)
+    if row.get("thumb") is not None:
+        row["thumb"] = base64.b64decode(row["thumb"])
+    return row
 
 
 # ---------------------------------------------------------------------------------------

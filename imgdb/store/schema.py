@@ -116,6 +116,13 @@ def m004_sources_by_image(con: Any) -> None:
     con.execute("CREATE INDEX IF NOT EXISTS sources_image_id ON sources (image_id)")
 
 
+@migration
+def m005_hash_thumbnails(con: Any) -> None:
+    """Hashes gain a tiny grey thumbnail (raw uint8 rows and their width) for the dupes screen."""
+    con.execute("ALTER TABLE image_hashes ADD COLUMN IF NOT EXISTS thumb BLOB")
+    con.execute("ALTER TABLE image_hashes ADD COLUMN IF NOT EXISTS thumb_width SMALLINT")
+
+
 #: What ``imgdb sql`` documents beside the tables. ``image_sources``: an image with each
 #: place it was found; ``clusters`` / ``dupes``: the latest run; ``*_all``: every run.
 VIEWS = {
