@@ -64,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -176,6 +177,65 @@ def _busy_seconds() -> float | None:
 def _own_seconds() -> float:
     t = os.times()
     return t.user + t.system
+
+
+#: Thread-name prefixes (Python's thread names) and the role ``ThreadCPU`` files them under.
+THREAD_ROLES = {"imgdb-embed": "model", "imgdb-decode": "decode", "imgdb-write": "store writer"}
+
+
+class ThreadCPU:
+    """CPU seconds of this process's threads by role, sampled from /proc (Linux) while running.
+
+    Python names its threads (``imgdb-embed_0``, ``imgdb-decode_1``, ...); a thread is
+    named by its prefix, so the whole path's CPU can be split into the model, the decode
+    workers, the store's writer and the rest. Empty where /proc is missing.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+        self.start_seconds: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ThreadCPU:
+        self._sample()
+        self.start_seconds = dict(self.seconds)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):  # threads that end between samples lose < 50 ms
+            self._sample()
+
+    def _sample(self) -> None:
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self.names[t.native_id] = t.name
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            tids = os.listdir("/proc/self/task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self.seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+
+    def by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tid, seconds in self.seconds.items():
+            name = self.names.get(tid, "")
+            role = next((r for prefix, r in THREAD_ROLES.items() if name.startswith(prefix)), "other")
+            out[role] = out.get(role, 0.0) + seconds - self.start_seconds.get(tid, 0.0)
+        return out
 
 
 class Contention:
@@ -379,7 +439,7 @@ class Runs:
 
     def __init__(self, quiet_wait: float):
         self.quiet_wait = quiet_wait
-        self.runs: dict[str, list[dict[str, float | None]]] = {}
+        self.runs: dict[str, list[dict[str, Any]]] = {}
 
     def measure(self, name: str, fn: Callable[[], float], images: int) -> None:
         """One run of ``fn``; ``images`` is how many images it handles (its warm-up included),
@@ -389,9 +449,16 @@ class Runs:
         probe = Contention()
         probe.start()
         cpu = _own_seconds()
-        rate = fn()
+        with ThreadCPU() as threads:
+            rate = fn()
         cpu_ms = (_own_seconds() - cpu) / images * 1000
-        self.runs.setdefault(name, []).append({"rate": rate, "others": probe.stop(), "cpu_ms": cpu_ms})
+        roles = {role: seconds / images * 1000 for role, seconds in threads.by_role().items()}
+        self.runs.setdefault(name, []).append({"rate": rate, "others": probe.stop(), "cpu_ms": cpu_ms, "roles": roles})
+
+    def role_ms(self, name: str) -> dict[str, float]:
+        """Median CPU milliseconds per image of each thread role (``ThreadCPU``)."""
+        roles = sorted({role for r in self.runs[name] for role in r["roles"]})
+        return {role: statistics.median(r["roles"].get(role, 0.0) for r in self.runs[name]) for role in roles}
 
     def cpu_ms(self, name: str) -> float:
         """Median CPU milliseconds per image (all of this process's threads)."""
@@ -403,7 +470,7 @@ class Runs:
     def quiet_median(self, name: str) -> float | None:
         """Median over the runs during which other processes used < QUIET_SHARE of the CPUs."""
         quiet = [r["rate"] for r in self.runs[name] if r["others"] is not None and r["others"] < QUIET_SHARE]
-        return statistics.median(quiet) if quiet else None  # type: ignore[type-var]
+        return statistics.median(quiet) if quiet else None
 
     def others(self, name: str) -> float | None:
         shares = [r["others"] for r in self.runs[name] if r["others"] is not None]
@@ -613,6 +680,11 @@ def main(argv: list[str] | None = None) -> int:
         f"\nCPU per image: model {model_cpu:.2f} ms + read, decode, preprocess, hash {decode_cpu:.2f} ms, so the"
         f" whole path reaches at most {model_cpu / (model_cpu + decode_cpu):.1%} of the model alone;"
         f" it used {whole_cpu:.2f} ms ({model_cpu / whole_cpu:.1%})"
+    )
+    roles = runs.role_ms(f"whole/{t}/{lanes}/{b}/{w}")
+    first["cpu_ms"]["whole_by_thread"] = roles
+    text += "\nwhole path's CPU per image by thread: " + ", ".join(
+        f"{role} {ms:.2f} ms" for role, ms in sorted(roles.items(), key=lambda kv: -kv[1])
     )
     text += (
         f"\n(others = median share of all CPUs used by other processes during the runs; quiet runs ="

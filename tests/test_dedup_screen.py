@@ -71,11 +71,13 @@ def test_other_shots_of_the_same_kind_are_turned_away():
 def test_flat_or_missing_thumbnails_cannot_be_screened():
     screen = Screen({
         "flat": hashed(Image.new("RGB", (200, 200), (240, 240, 240))),
+        "strip": hashed(images.photo(3, (600, 12))),  # a 32x1 thumbnail
         "photo": hashed(images.photo(2, (320, 240))),
         "old": dedup.ImageHashes(1, 2, "x"),  # a row without a thumbnail
     })  # fmt: skip
     assert screen.score("flat", "photo") is None and screen.passes("flat", "photo")
     assert screen.score("old", "photo") is None and screen.passes("old", "photo")
+    assert screen.score("strip", "photo") is None and screen.passes("strip", "photo")
 
 
 def test_a_run_screens_embedding_pairs_before_verifying(tmp_path: Path, model):

@@ -57,7 +57,10 @@ class Screen:
         la, lb = self._get(a), self._get(b)
         score = None
         if la is not None and lb is not None:
-            score = max(_inside(la[0], lb[1], lb[0].shape), _inside(lb[0], la[1], la[0].shape))
+            tried = [
+                x for x in (_inside(la[0], lb[1], lb[0].shape), _inside(lb[0], la[1], la[0].shape)) if x is not None
+            ]
+            score = max(tried) if tried else None
         self.screened += 1
         self.seconds += time.perf_counter() - t0
         return score
@@ -79,7 +82,7 @@ def _prepare(hashes: ImageHashes | None) -> tuple[np.ndarray, list[np.ndarray | 
     if hashes is None or not hashes.thumb or not hashes.thumb_width:
         return None
     thumb = np.frombuffer(hashes.thumb, np.uint8).reshape(-1, hashes.thumb_width).astype(np.float32)
-    if thumb.std() < FLAT:
+    if thumb.std() < FLAT or min(thumb.shape) < 6:  # nothing to correlate (a strip or a flat frame)
         return None
     h, w = thumb.shape
     levels: list[np.ndarray | None] = []
@@ -94,14 +97,16 @@ def _prepare(hashes: ImageHashes | None) -> tuple[np.ndarray, list[np.ndarray | 
     return thumb, levels
 
 
-def _inside(big: np.ndarray, levels: list[Any], shape: tuple[int, ...]) -> float:
-    """Best correlation of the small image's ``levels`` (its full-size ``shape``) placed in ``big``."""
+def _inside(big: np.ndarray, levels: list[Any], shape: tuple[int, ...]) -> float | None:
+    """Best correlation of the small image's ``levels`` (its full-size ``shape``) placed in
+    ``big``; None when no level could be placed (all flat, or none fits)."""
     import cv2
 
     height, width = big.shape
     h, w = shape
     fit = min(width / w, height / h)  # the largest scale at which the small image fits
-    best, tried = -1.0, 0
+    best: float | None = None
+    tried = 0
     for level in levels:
         if level is None:
             continue
@@ -110,7 +115,8 @@ def _inside(big: np.ndarray, levels: list[Any], shape: tuple[int, ...]) -> float
             continue
         if tw < MIN_SCALE * fit * w and th < MIN_SCALE * fit * h:
             break
-        best = max(best, float(cv2.matchTemplate(big, level, cv2.TM_CCOEFF_NORMED).max()))
+        found = float(cv2.matchTemplate(big, level, cv2.TM_CCOEFF_NORMED).max())
+        best = found if best is None else max(best, found)
         tried += 1
         if tried >= 8:
             break
