@@ -64,13 +64,17 @@ def measure(path: Path, sample: int, seed: int) -> dict[str, Any]:
         pairs = [runs._pair(run, a, b, "", 0.0, None, sorted(stages[a, b]), hashes, vectors) for a, b in keys]
         sure = [p for p in pairs if verify.sure(p.phash_distance, p.cosine)]
         screen = Screen(hashes)
-        t0 = time.process_time()
-        unsure = [
-            p
-            for p in pairs
-            if not verify.sure(p.phash_distance, p.cosine) and (p.stages != ["embedding"] or screen.passes(p.a, p.b))
-        ]
-        screen_s = time.process_time() - t0
+        unsure, screen_s = [], 0.0
+        for p in pairs:
+            if verify.sure(p.phash_distance, p.cosine):
+                continue
+            if p.stages == ["embedding"]:
+                t0 = time.process_time()
+                passes = screen.passes(p.a, p.b)
+                screen_s += time.process_time() - t0
+                if not passes:
+                    continue
+            unsure.append(p)
         framed = sum(1 for p in unsure if p.phash_distance is not None and p.phash_distance <= verify.FRAME_MAX_PHASH)
         timed = random.Random(seed).sample(unsure, min(sample, len(unsure)))
         load = runs._loader(store)

@@ -232,12 +232,13 @@ def screen_grid(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return e["screen"] is None or e["screen"] >= t
 
     whole = [e for e in pairs if e["truth"] == "duplicate" and WHOLE & set(e["variants"].split("~"))]
+    partial = [e for e in pairs if e["truth"] == "duplicate" and not WHOLE & set(e["variants"].split("~"))]
     rows = []
     for t in [round(float(x), 2) for x in np.arange(0.40, 0.86, 0.05)]:
         rows.append({
             "screen_min": t,
             "whole_kept": sum(passes(e, t) for e in whole), "whole": len(whole),
-            "partial_kept": sum(passes(e, t) for e in pairs if e["truth"] == "duplicate" and e not in whole),
+            "partial_kept": sum(passes(e, t) for e in partial),
             "recolours_kept": sum(passes(e, t) for e in pairs if e["truth"] == "recolour"),
             "recolours": sum(e["truth"] == "recolour" for e in pairs),
             "negatives_passing": sum(passes(e, t) for e in pairs if e["truth"] == "negative"),

@@ -109,7 +109,7 @@ def snapshot(db: Path) -> tuple[dict[str, np.ndarray], Rows, Rows, Rows]:
         ids, vectors = store.all_vectors(key)
         images = set(store.query("SELECT id, width, height, format, bytes, model FROM images"))
         sources = set(store.query("SELECT image_id, source, kind, page_url, alt, http_status, content_type FROM sources"))  # fmt: skip
-        hashes = set(store.query("SELECT image_id, phash, dhash, pixel_sha256, square_phash, error, hasher FROM image_hashes"))  # fmt: skip
+        hashes = set(store.query("SELECT image_id, phash, dhash, pixel_sha256, square_phash, thumb, thumb_width, error, hasher FROM image_hashes"))  # fmt: skip
     return dict(zip(ids, vectors)), images, sources, hashes
 
 

@@ -147,7 +147,7 @@ def find(
             return previous
     hashes: dict[str, ImageHashes] = {}
     found: dict[str, Candidates] = {}
-    if any(m in methods for m in HASH_STAGES):
+    if any(m in methods for m in (*HASH_STAGES, "embedding")):  # the screen reads the hashes' thumbnails
         hashes = _hashes(store, run, progress)
         found.update(_hash_stages(run, hashes, methods, phash_max_distance, square_max_distance, dhash_max_distance))
     vectors = _Vectors({}, None)

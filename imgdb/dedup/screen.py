@@ -5,15 +5,16 @@ crops) are different photographs of similar things: on real shop or store photos
 all of them. Verifying each costs a decode, ORB features and a geometric fit. The screen
 turns most of them away first, from the grey thumbnails ingest stores with the hashes
 (``imaging.hashes.THUMB_SIDE`` px, no decode): a rendition or crop shows the *whole* of
-the smaller picture somewhere in the larger one, so the smaller thumbnail, scaled down in
-steps to ``MIN_SCALE`` of the largest size that fits, is slid over the larger one, and the
-best normalised correlation (OpenCV's ``TM_CCOEFF_NORMED``, blind to brightness, contrast,
-grayscale and tints) is the score. Other shots of an object, or other products on the same
+the contained picture somewhere in the other, so each thumbnail, scaled from the largest
+size that fits inside the other down in steps to ``MIN_SCALE`` of it, is slid over the
+other (both ways: either may be the crop), and the best normalised correlation (OpenCV's
+``TM_CCOEFF_NORMED``, blind to brightness, contrast, grayscale and tints) is the score. Other shots of an object, or other products on the same
 backdrop, do not line up pixel for pixel and score low; periodic patterns (stripes, a
 checkerboard) can line up at some shift, and go on to verification.
 
-Only pairs no hash stage found are screened; a pair whose thumbnails are flat (no
-structure to correlate) or missing passes to verification. Two crops of one photograph that
+Only pairs no hash stage found are screened; a pair the screen cannot judge (a thumbnail
+missing, damaged or flat, or neither fits inside the other at a useful size) passes to
+verification. Two crops of one photograph that
 overlap only in part score low here; grouping still joins them through the photograph
 that contains both.
 """
@@ -21,7 +22,6 @@ that contains both.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
@@ -35,33 +35,34 @@ SCREEN_MIN = 0.65
 MIN_SCALE = 0.6
 #: Each placement this much smaller than the last.
 STEP = 0.85
-#: A thumbnail level with less grey-level spread than this is flat: nothing to correlate.
+#: A thumbnail (or a scaled copy) with less grey-level spread than this is flat: nothing to correlate.
 FLAT = 1.0
+#: Scaled copies smaller than this on a side say too little to be compared.
+MIN_PIXELS = 6
 #: Names the screen in a run's parameters (a change makes ``find`` run again).
-SCREEN = f"thumb{THUMB_SIDE}-ncc{SCREEN_MIN}-scale{MIN_SCALE}"
+SCREEN = f"thumb{THUMB_SIDE}-ncc{SCREEN_MIN}-scale{MIN_SCALE}-step{STEP}-v2"
 
 
 class Screen:
-    """Scores pairs of images by their hashes' thumbnails; each image's steps are made once."""
+    """Scores pairs of images by their hashes' thumbnails (each thumbnail read once)."""
 
     def __init__(self, hashes: dict[str, ImageHashes]):
         self._hashes = hashes
-        self._levels: dict[str, tuple[np.ndarray, list[np.ndarray | None]] | None] = {}
-        self.screened = 0  # pairs scored
+        self._thumbs: dict[str, np.ndarray | None] = {}
+        self.screened = 0  # pairs given a score
         self.seconds = 0.0
 
     def score(self, a: str, b: str) -> float | None:
         """The best correlation of either thumbnail placed inside the other, or None when
-        the screen cannot tell (a thumbnail missing or flat)."""
+        the screen cannot tell (see the module docstring)."""
         t0 = time.perf_counter()
-        la, lb = self._get(a), self._get(b)
+        ta, tb = self._get(a), self._get(b)
         score = None
-        if la is not None and lb is not None:
-            tried = [
-                x for x in (_inside(la[0], lb[1], lb[0].shape), _inside(lb[0], la[1], la[0].shape)) if x is not None
-            ]
+        if ta is not None and tb is not None:
+            tried = [x for x in (_inside(ta, tb), _inside(tb, ta)) if x is not None]
             score = max(tried) if tried else None
-        self.screened += 1
+        if score is not None:
+            self.screened += 1
         self.seconds += time.perf_counter() - t0
         return score
 
@@ -69,55 +70,42 @@ class Screen:
         score = self.score(a, b)
         return score is None or score >= SCREEN_MIN
 
-    def _get(self, image_id: str) -> tuple[np.ndarray, list[np.ndarray | None]] | None:
-        if image_id not in self._levels:
-            self._levels[image_id] = _prepare(self._hashes.get(image_id))
-        return self._levels[image_id]
+    def _get(self, image_id: str) -> np.ndarray | None:
+        if image_id not in self._thumbs:
+            self._thumbs[image_id] = _thumbnail(self._hashes.get(image_id))
+        return self._thumbs[image_id]
 
 
-def _prepare(hashes: ImageHashes | None) -> tuple[np.ndarray, list[np.ndarray | None]] | None:
-    """The thumbnail as float32 and its steps down (None for a flat step), or None."""
-    import cv2
-
+def _thumbnail(hashes: ImageHashes | None) -> np.ndarray | None:
+    """The stored thumbnail as float32 rows, or None when it is missing, damaged or flat."""
     if hashes is None or not hashes.thumb or not hashes.thumb_width:
         return None
+    if len(hashes.thumb) % hashes.thumb_width or len(hashes.thumb) > THUMB_SIDE * THUMB_SIDE:
+        return None  # not a thumbnail this hasher wrote
     thumb = np.frombuffer(hashes.thumb, np.uint8).reshape(-1, hashes.thumb_width).astype(np.float32)
-    if thumb.std() < FLAT or min(thumb.shape) < 6:  # nothing to correlate (a strip or a flat frame)
+    if thumb.std() < FLAT or min(thumb.shape) < MIN_PIXELS:  # nothing to correlate (a strip or a flat frame)
         return None
-    h, w = thumb.shape
-    levels: list[np.ndarray | None] = []
-    scale = 1.0
-    while scale >= 0.2:  # the largest fit is below 1 when the aspect ratios differ
-        size = (round(w * scale), round(h * scale))
-        if min(size) < 6:
-            break
-        level = cv2.resize(thumb, size, interpolation=cv2.INTER_AREA)
-        levels.append(level if level.std() >= FLAT else None)
-        scale *= STEP
-    return thumb, levels
+    return thumb
 
 
-def _inside(big: np.ndarray, levels: list[Any], shape: tuple[int, ...]) -> float | None:
-    """Best correlation of the small image's ``levels`` (its full-size ``shape``) placed in
-    ``big``; None when no level could be placed (all flat, or none fits)."""
+def _inside(big: np.ndarray, small: np.ndarray) -> float | None:
+    """Best correlation of ``small``, scaled from the largest size that fits in ``big`` down
+    to ``MIN_SCALE`` of it, placed anywhere in ``big``; None when no scaled copy could be
+    compared (too small, or flat)."""
     import cv2
 
     height, width = big.shape
-    h, w = shape
+    h, w = small.shape
     fit = min(width / w, height / h)  # the largest scale at which the small image fits
     best: float | None = None
-    tried = 0
-    for level in levels:
-        if level is None:
-            continue
-        th, tw = level.shape
-        if tw > width or th > height:
-            continue
-        if tw < MIN_SCALE * fit * w and th < MIN_SCALE * fit * h:
+    scale = fit
+    while scale >= MIN_SCALE * fit - 1e-9:
+        size = (min(width, round(w * scale)), min(height, round(h * scale)))
+        if min(size) < MIN_PIXELS:
             break
-        found = float(cv2.matchTemplate(big, level, cv2.TM_CCOEFF_NORMED).max())
-        best = found if best is None else max(best, found)
-        tried += 1
-        if tried >= 8:
-            break
+        level = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
+        if level.std() >= FLAT:
+            found = float(cv2.matchTemplate(big, level, cv2.TM_CCOEFF_NORMED).max())
+            best = found if best is None else max(best, found)
+        scale *= STEP
     return best
