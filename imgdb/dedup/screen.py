@@ -22,6 +22,7 @@ that contains both.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 import numpy as np
 
@@ -39,16 +40,21 @@ STEP = 0.85
 FLAT = 1.0
 #: Scaled copies smaller than this on a side say too little to be compared.
 MIN_PIXELS = 6
+#: Scaled copies of thumbnails kept for the pairs still to come.
+SCALED_CACHE = 16384
 #: Names the screen in a run's parameters (a change makes ``find`` run again).
 SCREEN = f"thumb{THUMB_SIDE}-ncc{SCREEN_MIN}-scale{MIN_SCALE}-step{STEP}-v2"
 
 
 class Screen:
-    """Scores pairs of images by their hashes' thumbnails (each thumbnail read once)."""
+    """Scores pairs of images by their hashes' thumbnails (each read once, its scaled copies kept)."""
 
     def __init__(self, hashes: dict[str, ImageHashes]):
         self._hashes = hashes
         self._thumbs: dict[str, np.ndarray | None] = {}
+        # Scaled copies, by image and size: most pairs of a store share a few shapes, so the
+        # same copies come back (bounded: at most ~4 KB each).
+        self._scaled: OrderedDict[tuple[str, int, int], np.ndarray | None] = OrderedDict()
         self.screened = 0  # pairs given a score
         self.seconds = 0.0
 
@@ -59,7 +65,7 @@ class Screen:
         ta, tb = self._get(a), self._get(b)
         score = None
         if ta is not None and tb is not None:
-            tried = [x for x in (_inside(ta, tb), _inside(tb, ta)) if x is not None]
+            tried = [x for x in (self._inside(ta, b, tb), self._inside(tb, a, ta)) if x is not None]
             score = max(tried) if tried else None
         if score is not None:
             self.screened += 1
@@ -75,6 +81,43 @@ class Screen:
             self._thumbs[image_id] = _thumbnail(self._hashes.get(image_id))
         return self._thumbs[image_id]
 
+    def _inside(self, big: np.ndarray, small_id: str, small: np.ndarray) -> float | None:
+        """Best correlation of ``small``, scaled from the largest size that fits in ``big``
+        down to ``MIN_SCALE`` of it, placed anywhere in ``big``; None when no scaled copy
+        could be compared (too small, or flat)."""
+        import cv2
+
+        height, width = big.shape
+        h, w = small.shape
+        fit = min(width / w, height / h)  # the largest scale at which the small image fits
+        best: float | None = None
+        scale = fit
+        while scale >= MIN_SCALE * fit - 1e-9:
+            size = (min(width, round(w * scale)), min(height, round(h * scale)))
+            if min(size) < MIN_PIXELS:
+                break
+            level = self._scaled_copy(small_id, small, size)
+            if level is not None:
+                found = float(cv2.matchTemplate(big, level, cv2.TM_CCOEFF_NORMED).max())
+                best = found if best is None else max(best, found)
+            scale *= STEP
+        return best
+
+    def _scaled_copy(self, image_id: str, thumb: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+        """``thumb`` resized to ``size`` (width, height), or None when that copy is flat."""
+        import cv2
+
+        key = (image_id, *size)
+        if key in self._scaled:
+            self._scaled.move_to_end(key)
+            return self._scaled[key]
+        level = cv2.resize(thumb, size, interpolation=cv2.INTER_AREA)
+        copy = level if level.std() >= FLAT else None
+        self._scaled[key] = copy
+        if len(self._scaled) > SCALED_CACHE:
+            self._scaled.popitem(last=False)
+        return copy
+
 
 def _thumbnail(hashes: ImageHashes | None) -> np.ndarray | None:
     """The stored thumbnail as float32 rows, or None when it is missing, damaged or flat."""
@@ -86,26 +129,3 @@ def _thumbnail(hashes: ImageHashes | None) -> np.ndarray | None:
     if thumb.std() < FLAT or min(thumb.shape) < MIN_PIXELS:  # nothing to correlate (a strip or a flat frame)
         return None
     return thumb
-
-
-def _inside(big: np.ndarray, small: np.ndarray) -> float | None:
-    """Best correlation of ``small``, scaled from the largest size that fits in ``big`` down
-    to ``MIN_SCALE`` of it, placed anywhere in ``big``; None when no scaled copy could be
-    compared (too small, or flat)."""
-    import cv2
-
-    height, width = big.shape
-    h, w = small.shape
-    fit = min(width / w, height / h)  # the largest scale at which the small image fits
-    best: float | None = None
-    scale = fit
-    while scale >= MIN_SCALE * fit - 1e-9:
-        size = (min(width, round(w * scale)), min(height, round(h * scale)))
-        if min(size) < MIN_PIXELS:
-            break
-        level = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
-        if level.std() >= FLAT:
-            found = float(cv2.matchTemplate(big, level, cv2.TM_CCOEFF_NORMED).max())
-            best = found if best is None else max(best, found)
-        scale *= STEP
-    return best
