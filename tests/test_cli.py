@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from typer.testing import CliRunner
 
+from imgdb import open as imgdb_open
 from imgdb.cli import app
 from imgdb.imaging.model import ModelSpec
 from imgdb.store import Store
@@ -161,6 +164,18 @@ def test_killed_ingest_completes_on_rerun_with_both_stores_agreeing(tmp_path):
     assert statuses == ["interrupted", "done"]  # the killed run never finished, and the next writer says so
 
 
+def _demo_product(url: str) -> str:
+    """The demo product a picture's URL shows: its folder, or the product a variant names."""
+    path = urlsplit(url).path
+    name = path.rsplit("/", 1)[-1]
+    variant = re.fullmatch(r"(?:also|bundle)-(.+)\.jpg", name)
+    if variant:
+        return variant.group(1)
+    if path.startswith("/media/sale/"):
+        return name.removesuffix("-sale.jpg")
+    return path.split("/")[2]
+
+
 def test_demo_crawls_the_generated_shop_and_never_overwrites_a_real_store(tmp_path):
     result = runner.invoke(app, ["demo", "--db", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
@@ -170,6 +185,13 @@ def test_demo_crawls_the_generated_shop_and_never_overwrites_a_real_store(tmp_pa
     assert info["images"] > 50 and info["pages"] >= 4
     assert failures.get("not-image") == 1  # the one broken image
     assert failures.get("robots", 0) >= 1  # /private/ is disallowed
+    # Its duplicate groups are one product's renditions each: products drawn the same way
+    # in other colours (plain totes, plain lamps) never join.
+    with imgdb_open(tmp_path / "demo", "w") as images_:
+        groups = images_.find_dupes().groups
+    assert len(groups) >= 20
+    for group in groups:
+        assert len({_demo_product(s) for m in group.members for s in m.sources}) == 1, group
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "keep.txt").write_text("mine")
     refused = imgdb("demo", "--db", str(tmp_path / "real"))

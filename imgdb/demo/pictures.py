@@ -116,20 +116,18 @@ def _draw_object(
                     [(x0, y), (x0 + sign * 0.12 * s, y + 0.03 * s)], fill=(*dark, 255), width=max(2, int(s * 0.015))
                 )
         return 0.95 * s
+    # Shapes vary by picture: plain products drawn as one shape in other colours were
+    # pixel for pixel a recoloured copy of each other, and dupes rightly joined them.
     if category == "Lamps":
+        top, bottom = rng.uniform(0.18, 0.3) * s, rng.uniform(0.38, 0.52) * s
         body.polygon(
-            [
-                (cx - 0.25 * s, by - s),
-                (cx + 0.25 * s, by - s),
-                (cx + 0.45 * s, by - 0.55 * s),
-                (cx - 0.45 * s, by - 0.55 * s),
-            ],
+            [(cx - top, by - s), (cx + top, by - s), (cx + bottom, by - 0.55 * s), (cx - bottom, by - 0.55 * s)],
             fill=255,
         )
         metal = (70, 70, 75, 255)
         detail.rectangle([cx - 0.03 * s, by - 0.55 * s, cx + 0.03 * s, by - 0.06 * s], fill=metal)
         detail.ellipse([cx - 0.25 * s, by - 0.09 * s, cx + 0.25 * s, by + 0.02 * s], fill=metal)
-        return 0.45 * s
+        return bottom
     if category == "Planters":
         body.polygon(
             [(cx - 0.32 * s, by - 0.48 * s), (cx + 0.32 * s, by - 0.48 * s), (cx + 0.23 * s, by), (cx - 0.23 * s, by)],
@@ -146,19 +144,18 @@ def _draw_object(
             detail.polygon([(x0, y0), (mx + nx, my + ny), (x1, y1), (mx - nx, my - ny)], fill=(*green, 255))
         return 0.32 * s
     if category == "Bags":
-        body.polygon(
-            [(cx - 0.36 * s, by - 0.72 * s), (cx + 0.36 * s, by - 0.72 * s), (cx + 0.42 * s, by), (cx - 0.42 * s, by)],
-            fill=255,
-        )
-        for off in (-0.17, 0.17):
+        top, bottom, height = rng.uniform(0.28, 0.4) * s, rng.uniform(0.4, 0.5) * s, rng.uniform(0.6, 0.82) * s
+        gap, loop, reach = rng.uniform(0.12, 0.22) * s, rng.uniform(0.08, 0.13) * s, rng.uniform(0.2, 0.32) * s
+        body.polygon([(cx - top, by - height), (cx + top, by - height), (cx + bottom, by), (cx - bottom, by)], fill=255)
+        for off in (-gap, gap):
             detail.arc(
-                [cx + (off - 0.12) * s, by - 1.0 * s, cx + (off + 0.12) * s, by - 0.5 * s],
+                [cx + off - loop, by - height - reach, cx + off + loop, by - height + reach],
                 180,
                 360,
                 fill=(*dark, 255),
                 width=max(3, int(0.035 * s)),
             )
-        return 0.42 * s
+        return bottom
     # Clocks: the pattern goes on the rim, the face stays readable.
     r = 0.46 * s
     cy = by - r
@@ -197,21 +194,15 @@ def _pattern_mask(pattern: str, rng: np.random.Generator, xx: np.ndarray, yy: np
     return ((xx // p + yy // p) % 2) == 0  # checked
 
 
-@functools.lru_cache(maxsize=1)
-def _grain_tile() -> Image.Image:
+def _grain(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     """Gaussian sensor grain centred on 8 (so ImageChops.add(..., offset=-8) applies it).
 
-    One fixed-seed tile per process; each picture uses a crop at a random offset.
+    Drawn for each picture: grain cut from one shared tile made different products share
+    pixel-identical noise at a shift, which keypoint matching took for one photograph.
     """
-    noise = np.random.default_rng(0x6A).standard_normal((900, 1200, 3), dtype=np.float32) * 2.5 + 8
-    return Image.fromarray(noise.clip(0, 16).astype(np.uint8), "RGB")
-
-
-def _grain(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    tile = _grain_tile()
     w, h = size
-    x, y = int(rng.integers(0, tile.width - w + 1)), int(rng.integers(0, tile.height - h + 1))
-    return tile.crop((x, y, x + w, y + h))
+    noise = rng.standard_normal((h, w, 3), dtype=np.float32) * 2.5 + 8
+    return Image.fromarray(noise.clip(0, 16).astype(np.uint8), "RGB")
 
 
 def render(category: str, colour: RGB, pattern: str, *, seed: int, view: str, size: tuple[int, int]) -> Image.Image:
