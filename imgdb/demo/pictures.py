@@ -194,15 +194,21 @@ def _pattern_mask(pattern: str, rng: np.random.Generator, xx: np.ndarray, yy: np
     return ((xx // p + yy // p) % 2) == 0  # checked
 
 
-def _grain(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+@functools.lru_cache(maxsize=1)
+def _grain_tile() -> Image.Image:
     """Gaussian sensor grain centred on 8 (so ImageChops.add(..., offset=-8) applies it).
 
-    Drawn for each picture: grain cut from one shared tile made different products share
-    pixel-identical noise at a shift, which keypoint matching took for one photograph.
+    One fixed-seed tile per process; each picture uses a crop at a random offset.
     """
-    w, h = size
-    noise = rng.standard_normal((h, w, 3), dtype=np.float32) * 2.5 + 8
+    noise = np.random.default_rng(0x6A).standard_normal((900, 1200, 3), dtype=np.float32) * 2.5 + 8
     return Image.fromarray(noise.clip(0, 16).astype(np.uint8), "RGB")
+
+
+def _grain(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    tile = _grain_tile()
+    w, h = size
+    x, y = int(rng.integers(0, tile.width - w + 1)), int(rng.integers(0, tile.height - h + 1))
+    return tile.crop((x, y, x + w, y + h))
 
 
 def render(category: str, colour: RGB, pattern: str, *, seed: int, view: str, size: tuple[int, int]) -> Image.Image:
