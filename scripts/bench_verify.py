@@ -57,9 +57,7 @@ def measure(path: Path, sample: int, seed: int) -> dict[str, Any]:
         )
         vectors, found["embedding"] = runs._embedding_stage(store, run, store.main_model() or "", dedup.COSINE_MIN)
         candidates = dedup.stages.Candidates.concat(list(found.values()))
-        stages: dict[tuple[int, int], set[str]] = {}
-        for a, b, r in zip(candidates.a.tolist(), candidates.b.tolist(), candidates.rank.tolist()):
-            stages.setdefault((a, b), set()).add(dedup.STAGES[r])
+        stages = candidates.stages_by_pair()
         keys = sorted(stages)
         pairs = [runs._pair(run, a, b, "", 0.0, None, sorted(stages[a, b]), hashes, vectors) for a, b in keys]
         sure = [p for p in pairs if verify.sure(p.phash_distance, p.cosine)]
@@ -68,13 +66,11 @@ def measure(path: Path, sample: int, seed: int) -> dict[str, Any]:
         for p in pairs:
             if verify.sure(p.phash_distance, p.cosine):
                 continue
-            if p.stages == ["embedding"]:
-                t0 = time.process_time()
-                passes = screen.passes(p.a, p.b)
-                screen_s += time.process_time() - t0
-                if not passes:
-                    continue
-            unsure.append(p)
+            t0 = time.process_time()
+            away = screen.turns_away(p.a, p.b, p.stages)
+            screen_s += time.process_time() - t0
+            if not away:
+                unsure.append(p)
         framed = sum(1 for p in unsure if p.phash_distance is not None and p.phash_distance <= verify.FRAME_MAX_PHASH)
         timed = random.Random(seed).sample(unsure, min(sample, len(unsure)))
         load = runs._loader(store)

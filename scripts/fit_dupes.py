@@ -32,7 +32,7 @@ import numpy as np
 from imgdb import dedup
 from imgdb.acquire.ingest import ingest
 from imgdb.dedup import runs, verify
-from imgdb.dedup.screen import Screen
+from imgdb.dedup.screen import Screen, screens
 from imgdb.imaging.model import Model
 from imgdb.store import Store
 
@@ -93,9 +93,7 @@ def collect(store: Store, fit: dict[str, dict[str, str]], *, verified: bool = Tr
     )
     vectors, found["embedding"] = runs._embedding_stage(store, run, store.main_model() or "", dedup.COSINE_MIN)
     candidates = dedup.stages.Candidates.concat(list(found.values())).ordered()
-    stages_of: dict[tuple[int, int], set[str]] = {}
-    for x, y, r in zip(candidates.a.tolist(), candidates.b.tolist(), candidates.rank.tolist()):
-        stages_of.setdefault((x, y), set()).add(dedup.STAGES[r])
+    stages_of = candidates.stages_by_pair()
     keys = sorted(stages_of)
     truth_pairs = {(a, b) for a, b in itertools.combinations(range(len(run.ids)), 2) if _truth(by_image, run, a, b)}
     print(
@@ -226,7 +224,7 @@ def screen_grid(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
     inside it: the links grouping needs; two partial crops of one photograph are joined
     through it); of those, the one that turns away the most other pairs.
     """
-    pairs = [e for e in evidence if e["stages"] == ["embedding"]]
+    pairs = [e for e in evidence if screens(e["stages"])]
 
     def passes(e: dict[str, Any], t: float) -> bool:
         return e["screen"] is None or e["screen"] >= t

@@ -377,7 +377,7 @@ def _decide(
             pair.stages.append(SURE)  # decided on the cheap evidence: no verification fields
             pairs.append(pair)
             sure_pairs += 1
-        elif pair.stages == ["embedding"] and not screen.passes(pair.a, pair.b):
+        elif screen.turns_away(pair.a, pair.b, pair.stages):
             screened += 1
         else:
             unsure.append(pair)

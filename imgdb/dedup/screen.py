@@ -8,15 +8,15 @@ turns most of them away first, from the grey thumbnails ingest stores with the h
 the contained picture somewhere in the other, so each thumbnail, scaled from the largest
 size that fits inside the other down in steps to ``MIN_SCALE`` of it, is slid over the
 other (both ways: either may be the crop), and the best normalised correlation (OpenCV's
-``TM_CCOEFF_NORMED``, blind to brightness, contrast, grayscale and tints) is the score. Other shots of an object, or other products on the same
-backdrop, do not line up pixel for pixel and score low; periodic patterns (stripes, a
-checkerboard) can line up at some shift, and go on to verification.
+``TM_CCOEFF_NORMED``, blind to brightness, contrast, grayscale and tints) is the score.
+Other shots of an object, or other products on the same backdrop, do not line up pixel
+for pixel and score low; periodic patterns (stripes, a checkerboard) can line up at some
+shift, and go on to verification.
 
-Only pairs no hash stage found are screened; a pair the screen cannot judge (a thumbnail
-missing, damaged or flat, or neither fits inside the other at a useful size) passes to
-verification. Two crops of one photograph that
-overlap only in part score low here; grouping still joins them through the photograph
-that contains both.
+Only pairs no hash stage found are screened (``screens``); a pair the screen cannot judge
+(a thumbnail missing, damaged or flat, or neither fits inside the other at a useful size)
+passes to verification. Two crops of one photograph that overlap only in part score low
+here; grouping still joins them through the photograph that contains both.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ MIN_PIXELS = 6
 SCALED_CACHE = 16384
 #: Names the screen in a run's parameters (a change makes ``find`` run again).
 SCREEN = f"thumb{THUMB_SIDE}-ncc{SCREEN_MIN}-scale{MIN_SCALE}-step{STEP}-v2"
+
+
+def screens(stages: list[str]) -> bool:
+    """Whether the screen decides a pair found by ``stages``: the embedding stage's alone."""
+    return stages == ["embedding"]
 
 
 class Screen:
@@ -75,6 +80,10 @@ class Screen:
     def passes(self, a: str, b: str) -> bool:
         score = self.score(a, b)
         return score is None or score >= SCREEN_MIN
+
+    def turns_away(self, a: str, b: str, stages: list[str]) -> bool:
+        """Whether a pair found by ``stages`` is dropped unverified."""
+        return screens(stages) and not self.passes(a, b)
 
     def _get(self, image_id: str) -> np.ndarray | None:
         if image_id not in self._thumbs:

@@ -106,6 +106,15 @@ class Candidates:
         """Strongest stage first, then best score, then ids (so runs are reproducible)."""
         return self.take(np.lexsort((self.b, self.a, -self.score, self.rank)))
 
+    def stages_by_pair(self) -> dict[tuple[int, int], list[str]]:
+        """Each pair's finding stages, by name, in the order they appear (once each)."""
+        found: dict[tuple[int, int], list[str]] = {}
+        for a, b, r in zip(self.a.tolist(), self.b.tolist(), self.rank.tolist()):
+            names = found.setdefault((a, b), [])
+            if STAGES[r] not in names:
+                names.append(STAGES[r])
+        return found
+
     def edges(self) -> list[tuple[int, int]]:
         return list(zip(self.a.tolist(), self.b.tolist()))
 
