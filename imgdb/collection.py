@@ -341,6 +341,12 @@ class Collection:
             to = self.path / "plots" / f"run-{run.run_id}"
         return clustering.plot(run, Path(to))
 
+    def cluster_run(self, run: int | None = None) -> ClusterRun:
+        """A saved run (default: the latest) with its 2-D map, as ``fit_clusters`` returned it."""
+        from imgdb import clustering
+
+        return clustering.load_run(self.store, run)
+
     def clusters(self, run: int | None = None) -> tuple[int, list[ClusterSummary]]:
         """A saved run's id and its clusters: size, medoid, top sites (default: the latest run)."""
         from imgdb import clustering

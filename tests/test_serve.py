@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -187,6 +188,38 @@ def test_clusters_and_a_cluster(client: TestClient, store_dir: Path) -> None:
     assert f"{biggest.size} images" in members.text
     assert len(ids_in(members.text, "members")) == biggest.size
     assert client.get(f"/clusters/{run_id}/99").status_code == 404
+
+
+def test_cluster_map_places_every_image_and_shows_thumbnails(client: TestClient, store_dir: Path) -> None:
+    with imgdb.open(store_dir) as collection:
+        run = collection.cluster_run()
+        (total,) = collection.sql("SELECT count(*) FROM images")[1][0]
+    page = client.get(f"/clusters/{run.run_id}/map")
+    assert page.status_code == 200
+    assert f'href="/clusters/{run.run_id}/map"' in client.get("/clusters").text
+    dots = re.findall(r'<path class="dots" data-cluster="(\d+)"[^>]* d="([^"]+)"', page.text)
+    assert sorted(int(c) for c, _ in dots) == list(range(run.k))
+    assert sum(d.count("M") for _, d in dots) == total  # a small store: every image is drawn
+    cluster_of = dict(zip(run.ids, run.labels.tolist()))
+    thumbs = re.findall(r'<a href="/image/([0-9a-f]{64})" class="mapthumb" data-cluster="(\d+)"', page.text)
+    assert len(thumbs) >= run.k and len({i for i, _ in thumbs}) == len(thumbs)
+    assert all(cluster_of[i] == int(c) for i, c in thumbs)
+    corners = re.findall(r'<image href="/thumb/[0-9a-f]{64}" x="([\d.]+)" y="([\d.]+)"', page.text)
+    assert len(set(corners)) == len(thumbs)  # one thumbnail a cell: none covers another
+    for c in range(run.k):
+        assert f'href="/clusters/{run.run_id}/{c}" class="maplabel"' in page.text
+    assert client.get("/clusters/99/map").status_code == 404
+
+
+def test_the_map_keeps_clusters_apart(store_dir: Path) -> None:
+    with imgdb.open(store_dir) as collection:
+        run = collection.cluster_run()
+    assert run.map_xy is not None and run.map_labels is not None and len(run.map_ids) == len(run.ids)
+    xy, labels = run.map_xy.astype(float), run.map_labels
+    within = np.mean([np.linalg.norm(xy[labels == c] - xy[labels == c].mean(0), axis=1).mean() for c in range(run.k)])
+    means = np.stack([xy[labels == c].mean(0) for c in range(run.k)])
+    between = np.mean([np.linalg.norm(a - b) for n, a in enumerate(means) for b in means[n + 1 :]])
+    assert between > 2 * within
 
 
 def test_dupes_review_rejects_a_pair_like_the_cli(client: TestClient, store_dir: Path) -> None:

@@ -138,6 +138,28 @@ def test_open_a_cluster(page: Any, app_url: str) -> None:
     shot(page, "cluster")
 
 
+def test_the_map_of_a_run_leads_to_images_and_clusters(page: Any, app_url: str) -> None:
+    page.goto(app_url + "/clusters")
+    page.click("#map-link")
+    page.wait_for_selector("svg#map a.mapthumb")
+    page.wait_for_load_state("networkidle")
+    loaded = page.evaluate(
+        "Promise.all(Array.from(document.querySelectorAll('svg#map image')).map(i => "
+        "fetch(i.getAttribute('href')).then(r => r.ok && r.headers.get('content-type') === 'image/webp')))"
+    )
+    assert loaded and all(loaded)
+    shot(page, "clustermap")
+    thumb = page.locator("svg#map a.mapthumb").first
+    target = thumb.get_attribute("href")
+    thumb.click()
+    page.wait_for_selector("#neighbours figure.card")
+    assert page.url.endswith(str(target))
+    page.go_back()
+    page.locator("svg#map a.maplabel").first.click()
+    page.wait_for_selector("#members figure.card")
+    assert "cluster" in page.inner_text("h1")
+
+
 def test_reject_a_duplicate_pair_and_it_stays_gone(page: Any, app_url: str) -> None:
     page.goto(app_url + "/dupes")
     buttons = page.locator("button.reject")

@@ -292,15 +292,12 @@ def _map_axes(centroids: np.ndarray, sample: np.ndarray) -> np.ndarray:
     return np.stack(axes[:2], axis=1)
 
 
-def map_points(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    centroids: np.ndarray,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """At most MAP_POINTS seeded points, projected on ``_map_axes``, with their clusters."""
-    rng = np.random.default_rng(seed + 2)
-    idx = _subset(rng, np.arange(len(labels)), MAP_POINTS)
-    pts = vectors[idx]
-    xy = (pts.astype(np.float64) - centroids.mean(0)) @ _map_axes(centroids, pts)
-    return xy.astype(np.float32), labels[idx]
+def map_sample(n: int, seed: int) -> np.ndarray:
+    """The rows (of ``n``, in id order) drawn on the 2-D map: at most MAP_POINTS, seeded."""
+    return _subset(np.random.default_rng(seed + 2), np.arange(n), MAP_POINTS)
+
+
+def map_points(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``points`` (the ``map_sample`` rows' vectors) projected on ``_map_axes``: (m, 2)."""
+    xy = (points.astype(np.float64) - centroids.mean(0)) @ _map_axes(centroids, points)
+    return xy.astype(np.float32)

@@ -30,7 +30,8 @@ class ClusterRun:
     silhouette: float | None = None
     distortion: float | None = None
     medoids: list[str] = field(default_factory=list)  # per cluster
-    map_xy: np.ndarray | None = None  # (m, 2) points for the 2-D map
+    map_ids: list[str] = field(default_factory=list)  # the images drawn on the 2-D map
+    map_xy: np.ndarray | None = None  # (m, 2) their points
     map_labels: np.ndarray | None = None  # (m,) cluster of each map point
     warnings: list[str] = field(default_factory=list)
 

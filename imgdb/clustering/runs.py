@@ -23,6 +23,7 @@ from imgdb.clustering.engine import (
     check_method,
     limit_threads,
     map_points,
+    map_sample,
     means,
     medoids,
     prepare,
@@ -137,7 +138,8 @@ def fit(
         distances = np.linalg.norm(space.z - centers[labels], axis=1).astype(np.float64)
         medoid_ids = medoids(ids, labels, distances, k_final)
         centroids = means(vectors, labels, k_final)
-        map_xy, map_labels = map_points(vectors, labels, centroids, seed)
+        shown = map_sample(len(ids), seed)
+        map_xy = map_points(vectors[shown], centroids)
         t_final = time.perf_counter() - t0
 
     at = {s.k: s for s in scores}[chosen]
@@ -185,8 +187,9 @@ def fit(
         silhouette=at.silhouette,
         distortion=at.distortion,
         medoids=medoid_ids,
+        map_ids=[ids[n] for n in shown],
         map_xy=map_xy,
-        map_labels=map_labels,
+        map_labels=labels[shown],
         warnings=warnings,
     )
     if save:
@@ -360,13 +363,14 @@ def load_run(store: Store, run_id: int | None = None, *, with_map: bool = True) 
         medoids=[r[1] for r in info],
     )
     if with_map and ids:
-        all_ids, all_vecs = store.all_vectors(model)
-        pos = {image_id: n for n, image_id in enumerate(all_ids)}
-        keep = [n for n, image_id in enumerate(ids) if image_id in pos]
-        if keep:
-            centroids = np.asarray([r[2] for r in info], dtype=np.float32)
-            rows = all_vecs[[pos[ids[n]] for n in keep]]
-            run.map_xy, run.map_labels = map_points(rows, labels[keep], centroids, run.seed)
+        centroids = np.asarray([r[2] for r in info], dtype=np.float32)
+        shown = map_sample(len(ids), run.seed)
+        found = store.get_vectors(model, [ids[n] for n in shown])
+        shown = np.asarray([n for n in shown if ids[n] in found], dtype=np.int64)  # images since deleted
+        if len(shown):
+            run.map_ids = [ids[n] for n in shown]
+            run.map_xy = map_points(np.stack([found[i] for i in run.map_ids]), centroids)
+            run.map_labels = labels[shown]
     return run
 
 

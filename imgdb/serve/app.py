@@ -59,6 +59,7 @@ class Library:
         self.model_ref = model
         self.decisions = threading.Lock()  # this process writes one thing at a time
         self.job = DupesJob()
+        self.maps: dict[int, Any] = {}  # run id -> its ClusterMap (a saved run never changes)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._facets: tuple[Any, tuple[list[Any], list[Any], list[Any]]] | None = None

@@ -313,6 +313,21 @@ def cluster_page(request: Request) -> HTMLResponse:
     )
 
 
+def cluster_map_page(request: Request) -> HTMLResponse:
+    from imgdb.serve import clustermap
+
+    library = request.app.state.library
+    run_id = int(request.path_params["run"])
+    drawn = library.maps.get(run_id)
+    if drawn is None:
+        try:
+            run = _images(request).cluster_run(run_id)
+        except UsageError as exc:
+            raise HTTPException(404, str(exc)) from None
+        drawn = library.maps[run_id] = clustermap.layout(run)
+    return render(request, "clustermap.html", map=drawn)
+
+
 # -- duplicates ---------------------------------------------------------------------
 
 
@@ -449,6 +464,7 @@ ROUTES = [
     Route("/search", search_page, methods=["GET"]),
     Route("/search", search_upload, methods=["POST"]),
     Route("/clusters", clusters_page),
+    Route("/clusters/{run:int}/map", cluster_map_page),
     Route("/clusters/{run:int}/{cluster:int}", cluster_page),
     Route("/dupes", dupes_page),
     Route("/dupes/reject", dupes_reject, methods=["POST"]),
