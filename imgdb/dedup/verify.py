@@ -314,25 +314,32 @@ def _changed_blocks(
     """
     h, w = valid.shape
     grid = max(4, min(GRID, min(h, w) // 10))  # blocks of at least ~10 px
-    rows = np.minimum((np.arange(h) * grid) // h, grid - 1)
-    cols = np.minimum((np.arange(w) * grid) // w, grid - 1)
-    block = (rows[:, None] * grid + cols[None, :])[valid]
-    size = np.bincount((rows[:, None] * grid + cols[None, :]).ravel(), minlength=grid * grid)
-    count = np.bincount(block, minlength=grid * grid).astype(np.float64)
+    # Block r spans the rows n with n * grid // h == r (the same for columns); sums over
+    # blocks are two ``reduceat`` passes over whole rows, not a scatter of every pixel.
+    row_starts = np.searchsorted((np.arange(h) * grid) // h, np.arange(grid))
+    col_starts = np.searchsorted((np.arange(w) * grid) // w, np.arange(grid))
+
+    def block_sums(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(values, row_starts, axis=0), col_starts, axis=1).ravel()
+
+    size = block_sums(np.ones((h, w)))
+    count = block_sums(valid.astype(np.float64))
     used = count >= 0.8 * size
     if not used.any():
         return [1.0] * len(channels_a), 0.0
     differs = np.ones(grid * grid, bool)
     shares: list[float] = []
     textured_share = 0.0
+    n = np.maximum(count, 1)
     for a, b in zip(channels_a, channels_b):
         # A grayscale, tinted or brighter copy moves the tones: match them first.
-        x, y = _match_tones(a[valid], b[valid]).astype(np.float64), b[valid].astype(np.float64)
-        n = np.maximum(count, 1)
-        mx, my = np.bincount(block, x, grid * grid) / n, np.bincount(block, y, grid * grid) / n
-        sx = np.sqrt(np.maximum(np.bincount(block, x * x, grid * grid) / n - mx**2, 0))
-        sy = np.sqrt(np.maximum(np.bincount(block, y * y, grid * grid) / n - my**2, 0))
-        cov = np.bincount(block, x * y, grid * grid) / n - mx * my
+        x = np.zeros((h, w))
+        x[valid] = _match_tones(a[valid], b[valid])
+        y = np.where(valid, b, 0).astype(np.float64)
+        mx, my = block_sums(x) / n, block_sums(y) / n
+        sx = np.sqrt(np.maximum(block_sums(x * x) / n - mx**2, 0))
+        sy = np.sqrt(np.maximum(block_sums(y * y) / n - my**2, 0))
+        cov = block_sums(x * y) / n - mx * my
         textured = (sx > TEXTURED) & (sy > TEXTURED)
         if not shares:
             textured_share = float(textured[used].sum() / used.sum())
