@@ -115,7 +115,8 @@ def collect(store: Store, fit: dict[str, dict[str, str]], *, verified: bool = Tr
             or rb["variant"].startswith(("iconic", "recolour")),
             "variants": f"{ra['variant']}~{rb['variant']}",
             "verified": ev is not None,
-            **({k: getattr(ev, k) for k in ("inliers", "overlap", "changed", "reshaped", "recoloured", "method")}
+            **({k: getattr(ev, k) for k in ("inliers", "overlap", "changed", "reshaped", "recoloured", "method",
+                                            "textured", "matched_area", "kind")}
                if ev is not None else {}),
             "stages": sorted(stages_of[(a, b)]),
             "phash": cheap.phash_distance, "square": cheap.square_distance, "cosine": cheap.cosine,
