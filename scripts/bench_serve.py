@@ -15,6 +15,8 @@ ingest would build. Then `imgdb serve` runs as a subprocess and this script time
   connections like a browser, warm (thumbnails already cached in the store); also the
   first, cold, making of a thumbnail;
 * collection: GET / (newest 60 of every row);
+* the clusters' map: GET /clusters/RUN/map, its first request and then kept (the store
+  gets a k = 30 clustering run when it is built);
 * what a request would cost if the app opened a read Collection per request instead of
   keeping one (in process: open + similar + close, against similar on a kept collection);
 * the CLI: `imgdb --help` against `imgdb similar ID` (whole commands, same run).
@@ -27,6 +29,7 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -79,6 +82,8 @@ def build(db: Path, rows: int, photos: int) -> None:
                 store.add_images(batch, spec.key, vectors[start : start + len(batch)], run_id=None)
             store._put_blob = put_blob  # type: ignore[method-assign]
         ingest(store, [str(pics)], Model(spec))  # real photos last: the newest page; builds the index
+    with imgdb.open(db, "w") as collection:
+        collection.fit_clusters(k=30)  # a run for the clusters' map
 
 
 def free_port() -> int:
@@ -158,6 +163,11 @@ def bench_http(base: str, db: Path, rounds: int) -> dict[str, Any]:
         results["page_with_60_thumbnails_warm"] = percentiles(timed(thumbnails_page, max(10, rounds // 2)))
         results["collection_page"] = percentiles(timed(lambda: ok(client.get("/")), rounds))
 
+        runs = re.findall(r'href="/clusters/(\d+)/map"', ok(client.get("/clusters")).text)
+        if runs:  # the first request fetches the mapped vectors; the app keeps the drawing
+            results["cluster_map_first"] = percentiles(timed(lambda: ok(client.get(f"/clusters/{runs[0]}/map")), 1))
+            results["cluster_map_kept"] = percentiles(timed(lambda: ok(client.get(f"/clusters/{runs[0]}/map")), rounds))
+
         # While a writer holds the store (as an ingest does), the app lets go of the DuckDB
         # file between requests and opens it again for each one: what that costs.
         writer = subprocess.Popen(
@@ -207,6 +217,11 @@ LANCEDB_ONLY = (
 
 
 def bench_cli(db: Path, runs: int) -> dict[str, Any]:
+    import compileall
+
+    # An installed imgdb runs from bytecode; a checkout under PYTHONDONTWRITEBYTECODE (as
+    # here) would compile its own modules in every command, which only `similar` imports.
+    compileall.compile_dir(Path(imgdb.__file__).parent, quiet=1)
     with imgdb.open(db) as collection:
         _, rows = collection.sql("SELECT id FROM images WHERE format = 'JPEG' ORDER BY id LIMIT 1")
     image_id = rows[0][0]
