@@ -322,7 +322,7 @@ def _changed_blocks(
     def block_sums(values: np.ndarray) -> np.ndarray:
         return np.add.reduceat(np.add.reduceat(values, row_starts, axis=0), col_starts, axis=1).ravel()
 
-    size = block_sums(np.ones((h, w)))
+    size = np.outer(np.diff(row_starts, append=h), np.diff(col_starts, append=w)).ravel()
     count = block_sums(valid.astype(np.float64))
     used = count >= 0.8 * size
     if not used.any():

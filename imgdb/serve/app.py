@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,6 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import imgdb
 from imgdb.collection import Collection
+
+if TYPE_CHECKING:
+    from imgdb.serve.clustermap import ClusterMap
 
 DEFAULT_PORT = 8765
 HERE = Path(__file__).parent
@@ -59,7 +62,7 @@ class Library:
         self.model_ref = model
         self.decisions = threading.Lock()  # this process writes one thing at a time
         self.job = DupesJob()
-        self.maps: dict[int, Any] = {}  # run id -> its ClusterMap (a saved run never changes)
+        self.maps: dict[int, ClusterMap] = {}  # by run id: a saved run never changes
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._facets: tuple[Any, tuple[list[Any], list[Any], list[Any]]] | None = None
