@@ -58,6 +58,10 @@ class Collection:
         self._model_ref = model
         self._spec: ModelSpec | None = None
         self._model: Model | None = None
+        if model is not None:  # checked first: a wrong model path must not create a store
+            from imgdb.imaging.model import ModelSpec
+
+            self._spec = ModelSpec.load(model)
         self.store = Store.open(self.path, write=mode == "w")
 
     def __enter__(self) -> Collection:

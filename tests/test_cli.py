@@ -97,17 +97,18 @@ def test_ingest_then_info_json(tmp_path):
 
 
 def test_bad_input_is_one_line_and_nonzero(tmp_path):
-    assert_one_line_error(imgdb("ingest", str(tmp_path / "missing"), "--db", str(tmp_path / "db")), "no such file")
-    assert_one_line_error(imgdb("ingest", "ftp://example.com/x", "--db", str(tmp_path / "db")), "unsupported URL")
+    db = str(tmp_path / "db")
+    assert_one_line_error(imgdb("ingest", str(tmp_path / "missing"), "--db", db), "no such file")
+    assert_one_line_error(imgdb("ingest", "ftp://example.com/x", "--db", db), "unsupported URL")
+    assert_one_line_error(
+        imgdb("ingest", str(tmp_path), "--db", db, "--model", str(tmp_path / "x.onnx")), "model spec not found"
+    )
+    assert not (tmp_path / "db").exists()  # checked before the store is opened: a typo creates no store
     assert_one_line_error(imgdb("info", "--db", str(tmp_path / "nothing-here")), "no imgdb store")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert_one_line_error(imgdb("ingest", f"http://127.0.0.1:{port}/", "--db", str(tmp_path / "db"), "--timeout", "1"))
-    assert_one_line_error(
-        imgdb("ingest", str(tmp_path), "--db", str(tmp_path / "db"), "--model", str(tmp_path / "x.onnx")),
-        "model spec not found",
-    )
+    assert_one_line_error(imgdb("ingest", f"http://127.0.0.1:{port}/", "--db", db, "--timeout", "1"))
 
 
 def test_a_second_writer_gets_a_clear_error_and_nothing_is_lost(tmp_path):

@@ -183,20 +183,7 @@ def ingest(
     """
     options = options or IngestOptions()
     progress = progress or NullProgress()
-    for t in targets:
-        if not t.strip():
-            raise UsageError(f"empty target {t!r}: give a URL, a folder or files (use . for the current folder)")
-    urls = [t for t in targets if _url_scheme(t) in ("http", "https")]
-    paths = [Path(t) for t in targets if t not in urls]
-    for t in targets:
-        if "://" in t and t not in urls:
-            raise UsageError(f"unsupported URL scheme: {t} (use http:// or https://)")
-    for url in urls:
-        check_url(url)
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {safe_text(str(missing[0]))}")
-
+    urls, paths = check_targets(targets)
     if options.engine not in ("local", "ray"):
         raise UsageError(f"unknown engine {options.engine!r}: use local or ray")
     store.register_model(model.spec)
@@ -234,6 +221,27 @@ def _url_scheme(target: str) -> str:
         return urlsplit(target).scheme
     except ValueError:  # "http://[::1": a URL, if a broken one
         return target.partition("://")[0].lower() if "://" in target else ""
+
+
+def check_targets(targets: Sequence[str]) -> tuple[list[str], list[Path]]:
+    """The targets' URLs and paths; UsageError for one that cannot be ingested at all.
+
+    Cheap and before any store is opened: a mistyped target must not leave a new, empty store.
+    """
+    for t in targets:
+        if not t.strip():
+            raise UsageError(f"empty target {t!r}: give a URL, a folder or files (use . for the current folder)")
+    urls = [t for t in targets if _url_scheme(t) in ("http", "https")]
+    paths = [Path(t) for t in targets if t not in urls]
+    for t in targets:
+        if "://" in t and t not in urls:
+            raise UsageError(f"unsupported URL scheme: {t} (use http:// or https://)")
+    for url in urls:
+        check_url(url)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {safe_text(str(missing[0]))}")
+    return urls, paths
 
 
 def check_url(url: str) -> None:

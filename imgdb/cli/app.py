@@ -227,8 +227,11 @@ def ingest(
     """
     import imgdb
     from imgdb.acquire.fetch import FetchPolicy
-    from imgdb.acquire.ingest import IngestOptions
+    from imgdb.acquire.ingest import IngestOptions, check_targets
     from imgdb.cli.present import ProgressView, ingest_summary, print_json
+
+    with _errors():
+        check_targets(targets)  # before the store is opened, so a typo creates no store
 
     policy = FetchPolicy(max_connections=concurrency, per_host=per_host, timeout=timeout)
     options = IngestOptions(
