@@ -84,6 +84,25 @@ def test_help_imports_nothing_heavy():
     assert imgdb("--help").returncode == 0
 
 
+def test_queries_run_without_importing_pandas(tmp_path):
+    """pandas (installed here by Ray Data) is half of a query's start-up, and imgdb never uses it."""
+    write_photos(tmp_path / "pics", 3)
+    db = str(tmp_path / "db")
+    assert runner.invoke(app, ["ingest", str(tmp_path / "pics"), "--db", db]).exit_code == 0
+    with Store.open(db) as store:
+        image_id = store.query("SELECT id FROM images LIMIT 1")[0][0]
+    code = (
+        "import sys; from imgdb.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('pandas' in sys.modules, file=sys.stderr)"
+    )
+    for args in (["similar", image_id, "--db", db, "--json"], ["sql", "SELECT count(*) AS n FROM images", "--db", db]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip() == "False", (args, done.stderr)
+        assert done.stdout.strip()
+
+
 def test_ingest_then_info_json(tmp_path):
     write_photos(tmp_path / "pics", 3)
     result = runner.invoke(app, ["ingest", str(tmp_path / "pics"), "--db", str(tmp_path / "db"), "--json"])

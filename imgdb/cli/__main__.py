@@ -1,5 +1,5 @@
 """``python -m imgdb.cli``: the same as the ``imgdb`` command."""
 
-from imgdb.cli.app import app
+from imgdb.cli import main
 
-app(prog_name="imgdb")
+main()

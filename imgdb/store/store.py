@@ -340,8 +340,8 @@ class Store:
                 self._readers = _open_lock_file(self.path / READ_LOCK)
                 if self._readers is not None:
                     _flock_shared(self._readers)  # says "a reader is waiting" to the writer
-                self._upgrade_if_needed()
                 self._con = self._open_duckdb()
+                self._upgrade_if_needed()
             if write:
                 self._repair()
                 self._interrupt_dead_runs()
@@ -353,19 +353,19 @@ class Store:
 
     def _upgrade_if_needed(self) -> None:
         """A reader of a store written by an older release migrates it first (briefly a writer)."""
-        con = self._open_duckdb()
+        with _translated(self.path):
+            behind = bool(schema.pending(self._con))
+        if not behind:
+            return
+        self._con.close()
+        self._con = None
         try:
-            with _translated(self.path):
-                behind = bool(schema.pending(con))
-        finally:
-            con.close()
-        if behind:
-            try:
-                Store(self.path, write=True).close()
-            except ReadOnlyStore as exc:
-                raise StoreError(
-                    f"store {self.path} was made by an older imgdb and must be upgraded once by a writer: {exc}"
-                ) from None
+            Store(self.path, write=True).close()
+        except ReadOnlyStore as exc:
+            raise StoreError(
+                f"store {self.path} was made by an older imgdb and must be upgraded once by a writer: {exc}"
+            ) from None
+        self._con = self._open_duckdb()
 
     @classmethod
     def open(cls, path: str | Path, *, write: bool = False) -> Store:
