@@ -730,9 +730,14 @@ class Store:
         return self._read_vector_ids(model_key)
 
     def _read_vector_ids(self, model_key: str) -> set[str]:
-        if not self._table_exists(model_key):
+        # Through pylance when it can: `imgdb info` would otherwise import lancedb just for this.
+        if not (self.path / "vectors" / f"{self.table_name(model_key)}.lance").is_dir():
             return set()
-        rows = self.vectors(model_key).search().select(["id"]).limit(None).to_arrow()
+        dataset = self._dataset(model_key)
+        if dataset is not None:
+            rows = dataset.to_table(columns=["id"])
+        else:
+            rows = self.vectors(model_key).search().select(["id"]).limit(None).to_arrow()
         return set(rows.column("id").to_pylist())
 
     @_io
