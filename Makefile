@@ -17,7 +17,10 @@ demo: $(VENV)/.installed
 	$(BIN)/imgdb demo
 
 # The README's test command: lint first (ruff, formatting, mypy), then the suite.
+# compileall: the suite starts imgdb in many subprocesses, and where PYTHONDONTWRITEBYTECODE
+# is set (as in this sandbox) each of them would otherwise compile the package again.
 test: lint browser
+	$(BIN)/python -m compileall -q imgdb tests
 	$(BIN)/python -m pytest -q --durations=5
 
 # The browser tests (tests/test_serve_browser.py) drive Debian's Chromium: Playwright's own
