@@ -93,8 +93,8 @@ def test_readers_see_committed_images_while_an_ingest_runs(tmp_path, http_server
     assert any(1 < n < 1 + N for n in seen), seen  # part of the crawl, committed and seen while it ran
     after = imgdb("sql", "SELECT count(*) AS n FROM images", "--db", str(db), "--json")
     assert json.loads(after.stdout)[0]["n"] == 1 + N
-    info = CliRunner().invoke(app, ["info", "--db", str(db), "--json"])
-    assert json.loads(info.stdout)["images"] == 1 + N
+    final = CliRunner().invoke(app, ["info", "--db", str(db), "--json"])
+    assert json.loads(final.stdout)["images"] == 1 + N
 
 
 def _hold_reader(db: Path, seconds: float) -> subprocess.Popen[str]:
